@@ -1,0 +1,44 @@
+// gram_loss (DESIGN §3.1) is GEMM-shaped end to end, so one device-generic implementation serves CPU
+// (MKL/OpenBLAS through ATen) and CUDA (cuBLAS); the fusion is in the algebra, not in a hand loop.
+#include "../relkd.h"
+
+namespace relkd {
+
+std::tuple<Tensor, Tensor> gram_loss_forward(const Tensor& fs, const Tensor& ft, bool check_finite) {
+  check_feature_pair("gram_loss", fs, ft, "fs", "ft");
+  TORCH_CHECK_VALUE(fs.size(1) == ft.size(1), "gram_loss: channel counts differ (fs has ", fs.size(1),
+                    ", ft has ", ft.size(1), "); put a 1x1 adapter in front (relkd_bench.losses does)");
+  const int64_t B = fs.size(0), C = fs.size(1);
+  const int64_t Ns = fs.size(2) * fs.size(3), Nt = ft.size(2) * ft.size(3);
+  const auto acc = acc_type(fs);
+  const Tensor xs = fs.reshape({B, C, Ns}).to(acc);
+  const Tensor xt = ft.reshape({B, C, Nt}).to(acc);
+  Tensor diff;  // G_s - G_t, [B, C, C]
+  if (Ns == Nt) {
+    // Xs Xsᵀ - Xt Xtᵀ = (P Eᵀ + E Pᵀ) / 2 with P = Xs + Xt, E = Xs - Xt: one GEMM instead of two, and
+    // no cancellation between two nearly equal Grams when the student is close to the teacher.
+    const Tensor m = at::bmm(xs + xt, (xs - xt).transpose(1, 2));
+    diff = (m + m.transpose(1, 2)).mul_(0.5 / static_cast<double>(Ns));
+  } else {
+    diff = at::bmm(xs, xs.transpose(1, 2)).div_(static_cast<double>(Ns));
+    diff.baddbmm_(xt, xt.transpose(1, 2), 1.0, -1.0 / static_cast<double>(Nt));
+  }
+  const Tensor loss =
+      at::sum(diff.square(), at::kDouble).div_(static_cast<double>(B * C * C)).to(fs.scalar_type());
+  if (check_finite) check_finite_result("gram_loss", loss, {{"fs", fs}, {"ft", ft}});
+  return {loss, diff};
+}
+
+std::tuple<Tensor, Tensor> gram_loss_backward(const Tensor& grad, const Tensor& fs, const Tensor& ft,
+                                              const Tensor& diff) {
+  const int64_t B = fs.size(0), C = fs.size(1);
+  const int64_t Ns = fs.size(2) * fs.size(3), Nt = ft.size(2) * ft.size(3);
+  const auto acc = diff.scalar_type();
+  // d loss / d Xs = 4 / (B C² Ns) (G_s - G_t) Xs; the teacher side mirrors it with a minus sign.
+  const Tensor g = grad.to(acc) * (4.0 / static_cast<double>(B * C * C));
+  const Tensor gs = at::bmm(diff, fs.reshape({B, C, Ns}).to(acc)).mul_(g / static_cast<double>(Ns));
+  const Tensor gt = at::bmm(diff, ft.reshape({B, C, Nt}).to(acc)).mul_(g / static_cast<double>(-Nt));
+  return {gs.view(fs.sizes()).to(fs.scalar_type()), gt.view(ft.sizes()).to(ft.scalar_type())};
+}
+
+}  // namespace relkd

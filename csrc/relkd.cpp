@@ -1,0 +1,31 @@
+// Op schemas of the relkd library and the Python module init (pattern of pytorch/extension-cpp).
+#include <Python.h>
+
+#include "relkd.h"
+
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  PyObject* module = PyModule_Create(&module_def);
+#ifdef RELKD_WITH_CUDA
+  PyModule_AddIntConstant(module, "with_cuda", 1);
+#else
+  PyModule_AddIntConstant(module, "with_cuda", 0);
+#endif
+  return module;
+}
+}
+
+TORCH_LIBRARY(relkd, m) {
+  // Every forward returns the loss plus what its backward needs (small: C×C matrices, counts).
+  m.def("gram_loss(Tensor fs, Tensor ft, bool check_finite) -> (Tensor, Tensor)");
+  m.def("gram_loss_backward(Tensor grad, Tensor fs, Tensor ft, Tensor diff) -> (Tensor, Tensor)");
+  m.def(
+      "affinity_loss(Tensor fs, Tensor ft, Tensor? labels, int num_classes, float intra_weight, "
+      "float inter_weight, float eps, bool check_finite) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "affinity_loss_backward(Tensor grad, Tensor fs, Tensor ft, Tensor? labels, Tensor s1, Tensor s2, "
+      "Tensor s3, Tensor counts, float intra_weight, float inter_weight, float eps) -> (Tensor, Tensor)");
+  m.def("kd_logits_loss(Tensor zs, Tensor zt, float temperature, bool check_finite) -> Tensor");
+  m.def("kd_logits_loss_backward(Tensor grad, Tensor zs, Tensor zt, float temperature) -> (Tensor, Tensor)");
+}

@@ -1,0 +1,60 @@
+// Shared declarations of the relkd ops: the device-generic parts (GEMM-shaped work through ATen, so
+// cuBLAS/MKL do it) and the hooks each device implements (fused per-pixel kernels).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <initializer_list>
+#include <tuple>
+#include <utility>
+
+namespace relkd {
+
+using at::Tensor;
+
+// Raises ValueError naming the op and the first non-finite input when `value` is not finite.
+// Costs one reduction of the (already computed) result; the inputs are only scanned on failure.
+void check_finite_result(const char* op, const Tensor& value,
+                         std::initializer_list<std::pair<const char*, Tensor>> inputs);
+
+// Checks shared by every op: 4-D floating tensors of one dtype on one device, equal batch size.
+void check_feature_pair(const char* op, const Tensor& a, const Tensor& b, const char* name_a,
+                        const char* name_b);
+
+// dtype in which reductions and GEMMs run: float64 for float64 inputs, float32 otherwise.
+inline at::ScalarType acc_type(const Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// --- gram_loss (device generic, GEMMs only) ---------------------------------------------------
+std::tuple<Tensor, Tensor> gram_loss_forward(const Tensor& fs, const Tensor& ft, bool check_finite);
+std::tuple<Tensor, Tensor> gram_loss_backward(const Tensor& grad, const Tensor& fs, const Tensor& ft,
+                                              const Tensor& diff);
+
+// --- affinity_loss -------------------------------------------------------------------------------
+// Per-device fused pixel kernels used by the device-generic affinity core.
+struct AffinityKernels {
+  // xs [B,Cs,N], xt [B,Ct,N] contiguous. When Cs == Ct writes P = x̂s + x̂t, E = x̂s - x̂t (acc dtype),
+  // otherwise x̂s, x̂t (float64). Norms are taken in float64, so E keeps its digits when xs ≈ xt.
+  void (*normalize)(const Tensor& xs, const Tensor& xt, double eps, bool sum_diff, Tensor& out_a,
+                    Tensor& out_b);
+  // Chain rule of x̂ = x / max(|x|, eps) per pixel: gx = (g - x̂ (x̂·g)) / |x|, or g / eps when
+  // |x| <= eps. In sum/diff mode the gradients w.r.t. x̂s, x̂t are ga + gb and ga - gb.
+  void (*normalize_backward)(const Tensor& xs, const Tensor& xt, const Tensor& ga, const Tensor& gb,
+                             double eps, bool sum_diff, Tensor& gxs, Tensor& gxt);
+};
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> affinity_loss_forward(
+    const AffinityKernels& k, const Tensor& fs, const Tensor& ft, const std::optional<Tensor>& labels,
+    int64_t num_classes, double intra_weight, double inter_weight, double eps, bool check_finite);
+
+std::tuple<Tensor, Tensor> affinity_loss_backward(
+    const AffinityKernels& k, const Tensor& grad, const Tensor& fs, const Tensor& ft,
+    const std::optional<Tensor>& labels, const Tensor& s1, const Tensor& s2, const Tensor& s3,
+    const Tensor& counts, double intra_weight, double inter_weight, double eps);
+
+// --- kd_logits_loss: validation shared by the CPU and CUDA kernels --------------------------------
+void check_kd_inputs(const Tensor& zs, const Tensor& zt, double temperature);
+
+}  // namespace relkd
