@@ -1,0 +1,61 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from relkd_bench import ops
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
+
+
+def test_reference_backend_forced_by_environment():
+    out = run_python(
+        "import torch; from relkd_bench import ops; x = torch.randn(1, 2, 3, 3);"
+        "print(ops.backend(), float(ops.gram_loss(x, 2 * x)))",
+        RELKD_BACKEND="reference",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("reference ")
+
+
+def test_unknown_backend_is_an_error():
+    with pytest.raises(ValueError, match="unknown backend"):
+        ops.set_backend("fast")
+
+
+@pytest.mark.skipif(not ops.native_available(), reason="relkd_bench._C is not built")
+def test_backends_agree():
+    fs, ft = torch.randn(2, 4, 5, 5, dtype=torch.float64), torch.randn(2, 6, 5, 5, dtype=torch.float64)
+    try:
+        ops.set_backend("reference")
+        expected = ops.affinity_loss(fs, ft), ops.kd_logits_loss(fs, fs.flip(1))
+        ops.set_backend("native")
+        actual = ops.affinity_loss(fs, ft), ops.kd_logits_loss(fs, fs.flip(1))
+    finally:
+        ops.set_backend(None)
+    torch.testing.assert_close(actual, expected)
+
+
+def test_reference_backend_checks_inputs_too():
+    fs = torch.randn(1, 2, 3, 3)
+    try:
+        ops.set_backend("reference")
+        with pytest.raises(ValueError, match="gram_loss: ft contains NaN or Inf"):
+            ops.gram_loss(fs, torch.full_like(fs, float("nan")))
+        with pytest.raises(ValueError, match="affinity_loss: labels must be non-negative"):
+            ops.affinity_loss(fs, fs, -torch.ones(1, 3, 3, dtype=torch.long))
+    finally:
+        ops.set_backend(None)
+
+
+@pytest.mark.skipif(ops.native_has_cuda() or not torch.cuda.is_available(), reason="needs CUDA without CUDA kernels")
+def test_cuda_tensors_without_cuda_kernels_are_an_error():
+    x = torch.randn(1, 2, 3, 3, device="cuda")
+    with pytest.raises(RuntimeError, match="built without CUDA kernels"):
+        ops.gram_loss(x, x)

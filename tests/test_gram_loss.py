@@ -1,0 +1,121 @@
+import pytest
+import torch
+from helpers import assert_matches, grads, layouts, near_pair, rel_err
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relkd_bench import ops
+from relkd_bench.ops import gram_loss, gram_loss_reference
+
+pytestmark = pytest.mark.skipif(not ops.native_available(), reason="relkd_bench._C is not built")
+
+
+def features(b, c, hs, ws, ht=None, wt=None, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    fs = torch.randn(b, c, hs, ws, generator=g, dtype=dtype)
+    return fs, torch.randn(b, c, ht or hs, wt or ws, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("same_size", [True, False])
+def test_opcheck(same_size):
+    fs, ft = features(2, 3, 5, 4, *((5, 4) if same_size else (3, 6)))
+    for requires_grad in (False, True):
+        torch.library.opcheck(
+            torch.ops.relkd.gram_loss.default, (fs.requires_grad_(requires_grad), ft.requires_grad_(requires_grad), True)
+        )
+
+
+@pytest.mark.parametrize("same_size", [True, False])
+def test_gradcheck_float64(same_size):
+    fs, ft = features(2, 3, 4, 3, *((4, 3) if same_size else (2, 5)))
+    assert torch.autograd.gradcheck(gram_loss, (fs.requires_grad_(), ft.requires_grad_()))
+
+
+@pytest.mark.parametrize("b", [1, 2, 4])
+@pytest.mark.parametrize("c", [1, 3, 16, 64])
+@pytest.mark.parametrize("hs,ws,ht,wt", [(1, 1, 1, 1), (7, 16, 7, 16), (33, 33, 16, 16), (16, 7, 1, 33)])
+def test_matches_reference(b, c, hs, ws, ht, wt):
+    fs, ft = features(b, c, hs, ws, ht, wt, seed=b + c)
+    assert_matches(gram_loss, gram_loss_reference, fs, ft)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 4),
+    c=st.sampled_from([1, 3, 16, 64]),
+    sizes=st.lists(st.sampled_from([1, 7, 16, 33]), min_size=4, max_size=4),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_reference_hypothesis(b, c, sizes, seed):
+    assert_matches(gram_loss, gram_loss_reference, *features(b, c, *sizes, seed=seed))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced", "strided"])
+def test_layouts(layout):
+    fs, ft = features(2, 8, 7, 5)
+    expected = grads(gram_loss_reference, fs, ft)
+    torch.testing.assert_close(grads(gram_loss, layouts(fs)[layout], layouts(ft)[layout]), expected)
+
+
+@pytest.mark.parametrize("delta", [1e-1, 1e-2, 1e-3])
+def test_float32_accuracy_near_teacher(delta):
+    fs, ft = near_pair((2, 32, 16, 16), (2, 32, 16, 16), delta)
+    loss64, g64 = grads(gram_loss_reference, fs, ft)
+    loss32, g32 = grads(gram_loss, fs.float(), ft.float())
+    assert rel_err(loss32, loss64) < 1e-5
+    for a, e in zip(g32, g64):
+        assert rel_err(a, e) < 1e-4
+
+
+def test_torch_compile_fullgraph():
+    fs, ft = features(2, 4, 5, 5, 3, 3, dtype=torch.float32)
+    compiled = torch.compile(lambda a, b: 2 * gram_loss(a, b), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(fs, ft), 2 * gram_loss(fs, ft))
+
+
+BAD_INPUTS = [
+    (lambda fs, ft: gram_loss(fs[0], ft), ValueError, "fs must be 4-D"),
+    (lambda fs, ft: gram_loss(fs, ft[None]), ValueError, "ft must be 4-D"),
+    (lambda fs, ft: gram_loss(fs, ft[:1]), ValueError, "batch sizes differ"),
+    (lambda fs, ft: gram_loss(fs, ft[:, :2]), ValueError, "channel counts differ"),
+    (lambda fs, ft: gram_loss(fs.int(), ft.int()), TypeError, "floating-point"),
+    (lambda fs, ft: gram_loss(fs, ft.double()), TypeError, "same dtype"),
+    (lambda fs, ft: gram_loss(fs[:, :, :0], ft), ValueError, "empty"),
+    (lambda fs, ft: gram_loss(fs.half(), ft.half()), TypeError, "float32 and float64"),
+    (lambda fs, ft: gram_loss(fs, ft.to("meta")), ValueError, "same device"),
+]
+
+
+@pytest.mark.parametrize("call,exc,message", BAD_INPUTS)
+def test_bad_input(call, exc, message):
+    fs, ft = features(2, 3, 4, 4, dtype=torch.float32)
+    with pytest.raises(exc, match="gram_loss") as info:
+        call(fs, ft)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("which", ["fs", "ft"])
+def test_non_finite_input(value, which):
+    fs, ft = features(2, 3, 4, 4, dtype=torch.float32)
+    (fs if which == "fs" else ft)[0, 1, 2, 3] = value
+    with pytest.raises(ValueError, match=f"gram_loss: {which} contains NaN or Inf"):
+        gram_loss(fs, ft)
+    assert not torch.isfinite(gram_loss(fs, ft, check_finite=False))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
+def test_cuda_matches_float64_reference(dtype, tol):
+    fs, ft = features(2, 16, 17, 16, 9, 8)
+    loss64, g64 = grads(gram_loss_reference, fs, ft)
+    loss, g = grads(gram_loss, fs.cuda().to(dtype), ft.cuda().to(dtype))
+    assert rel_err(loss.cpu(), loss64) < tol
+    for a, e in zip(g, g64):
+        assert a.dtype == dtype and rel_err(a.cpu(), e) < 10 * tol
+
+
+@pytest.mark.cuda
+def test_cuda_opcheck():
+    fs, ft = features(2, 4, 5, 4)
+    torch.library.opcheck(torch.ops.relkd.gram_loss.default, (fs.cuda().requires_grad_(), ft.cuda(), True))

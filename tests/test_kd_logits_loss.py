@@ -1,0 +1,131 @@
+import pytest
+import torch
+from helpers import assert_matches, grads, layouts, near_pair, rel_err
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relkd_bench import ops
+from relkd_bench.ops import kd_logits_loss, kd_logits_loss_reference
+
+pytestmark = pytest.mark.skipif(not ops.native_available(), reason="relkd_bench._C is not built")
+
+
+def logits(b, k, h, w, seed=0, dtype=torch.float64, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(scale * torch.randn(b, k, h, w, generator=g, dtype=dtype) for _ in range(2))
+
+
+def test_opcheck():
+    zs, zt = logits(2, 3, 5, 4)
+    for requires_grad in (False, True):
+        args = (zs.requires_grad_(requires_grad), zt.requires_grad_(requires_grad), 2.0, True)
+        torch.library.opcheck(torch.ops.relkd.kd_logits_loss.default, args)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 4.0])
+def test_gradcheck_float64(temperature):
+    zs, zt = logits(2, 3, 4, 3)
+    assert torch.autograd.gradcheck(
+        lambda a, b: kd_logits_loss(a, b, temperature), (zs.requires_grad_(), zt.requires_grad_())
+    )
+
+
+@pytest.mark.parametrize("b", [1, 2, 4])
+@pytest.mark.parametrize("k", [1, 2, 3, 16, 64])
+@pytest.mark.parametrize("h,w", [(1, 1), (7, 16), (33, 33)])
+def test_matches_reference(b, k, h, w):
+    assert_matches(kd_logits_loss, kd_logits_loss_reference, *logits(b, k, h, w, seed=b * k))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 4),
+    k=st.sampled_from([1, 2, 3, 8, 16, 64]),
+    h=st.sampled_from([1, 7, 16, 33]),
+    w=st.sampled_from([1, 7, 16, 33]),
+    temperature=st.sampled_from([0.1, 1.0, 4.0, 20.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_reference_hypothesis(b, k, h, w, temperature, seed):
+    zs, zt = logits(b, k, h, w, seed=seed)
+    assert_matches(kd_logits_loss, kd_logits_loss_reference, zs, zt, temperature)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced", "strided"])
+def test_layouts(layout):
+    zs, zt = logits(2, 5, 7, 5)
+    expected = grads(kd_logits_loss_reference, zs, zt)
+    torch.testing.assert_close(grads(kd_logits_loss, layouts(zs)[layout], layouts(zt)[layout]), expected)
+
+
+def test_extreme_logits():
+    """Logits of ±1e4 at T = 0.05: softmax saturates, nothing overflows."""
+    zs, zt = logits(2, 4, 5, 5, scale=1e4)
+    loss, g = grads(kd_logits_loss, zs, zt, 0.05)
+    ref_loss, ref_g = grads(kd_logits_loss_reference, zs, zt, 0.05)
+    assert torch.isfinite(loss) and all(torch.isfinite(x).all() for x in g)
+    torch.testing.assert_close(loss, ref_loss)
+
+
+@pytest.mark.parametrize("delta", [1e-1, 1e-2, 1e-3])
+@pytest.mark.parametrize("k", [2, 8])
+def test_float32_accuracy_near_teacher(delta, k):
+    zs, zt = near_pair((2, k, 16, 16), (2, k, 16, 16), delta)
+    loss64, g64 = grads(kd_logits_loss_reference, zs, zt)
+    loss32, g32 = grads(kd_logits_loss, zs.float(), zt.float())
+    assert rel_err(loss32, loss64) < 1e-5
+    for a, e in zip(g32, g64):
+        assert rel_err(a, e) < 1e-4
+
+
+def test_torch_compile_fullgraph():
+    zs, zt = logits(2, 3, 5, 5, dtype=torch.float32)
+    compiled = torch.compile(lambda a, b: kd_logits_loss(a, b, 2.0), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(zs, zt), kd_logits_loss(zs, zt, 2.0))
+
+
+BAD_INPUTS = [
+    (lambda zs, zt: kd_logits_loss(zs[0], zt), ValueError, "zs must be 4-D"),
+    (lambda zs, zt: kd_logits_loss(zs, zt[:1]), ValueError, "batch sizes differ"),
+    (lambda zs, zt: kd_logits_loss(zs, zt[:, :2]), ValueError, "class counts 3 vs 2"),
+    (lambda zs, zt: kd_logits_loss(zs, zt[..., :2]), ValueError, "same shape"),
+    (lambda zs, zt: kd_logits_loss(zs.long(), zt.long()), TypeError, "floating-point"),
+    (lambda zs, zt: kd_logits_loss(zs, zt.double()), TypeError, "same dtype"),
+    (lambda zs, zt: kd_logits_loss(zs, zt, 0.0), ValueError, "temperature must be positive"),
+    (lambda zs, zt: kd_logits_loss(zs.bfloat16(), zt.bfloat16()), TypeError, "float32 and float64"),
+]
+
+
+@pytest.mark.parametrize("call,exc,message", BAD_INPUTS)
+def test_bad_input(call, exc, message):
+    zs, zt = logits(2, 3, 4, 4, dtype=torch.float32)
+    with pytest.raises(exc, match="kd_logits_loss") as info:
+        call(zs, zt)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("which", ["zs", "zt"])
+def test_non_finite_input(value, which):
+    zs, zt = logits(2, 3, 4, 4, dtype=torch.float32)
+    (zs if which == "zs" else zt)[1, 0, 2, 3] = value
+    with pytest.raises(ValueError, match=f"kd_logits_loss: {which} contains NaN or Inf"):
+        kd_logits_loss(zs, zt)
+    kd_logits_loss(zs, zt, check_finite=False)  # no check, no error
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
+def test_cuda_matches_float64_reference(dtype, tol):
+    zs, zt = logits(2, 4, 17, 16)
+    loss64, g64 = grads(kd_logits_loss_reference, zs, zt)
+    loss, g = grads(kd_logits_loss, zs.cuda().to(dtype), zt.cuda().to(dtype))
+    assert rel_err(loss.cpu(), loss64) < tol
+    for a, e in zip(g, g64):
+        assert a.dtype == dtype and rel_err(a.cpu(), e) < 10 * tol
+
+
+@pytest.mark.cuda
+def test_cuda_opcheck():
+    zs, zt = logits(2, 3, 5, 4)
+    torch.library.opcheck(torch.ops.relkd.kd_logits_loss.default, (zs.cuda().requires_grad_(), zt.cuda(), 2.0, True))
