@@ -14,7 +14,9 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def grads(loss_fn, *inputs: torch.Tensor, **kwargs) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Loss and gradients w.r.t. fresh leaf copies of the floating-point tensors in ``inputs``."""
     args = [
-        x.detach().clone().requires_grad_(True) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+        x.detach().clone().requires_grad_(True)
+        if isinstance(x, torch.Tensor) and x.is_floating_point()
+        else x
         for x in inputs
     ]
     leaves = [x for x in args if isinstance(x, torch.Tensor) and x.requires_grad]

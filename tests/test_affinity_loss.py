@@ -12,7 +12,9 @@ pytestmark = pytest.mark.skipif(not ops.native_available(), reason="relkd_bench.
 
 def features(b, cs, ct, h, w, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, cs, h, w, generator=g, dtype=dtype), torch.randn(b, ct, h, w, generator=g, dtype=dtype)
+    return torch.randn(b, cs, h, w, generator=g, dtype=dtype), torch.randn(
+        b, ct, h, w, generator=g, dtype=dtype
+    )
 
 
 @pytest.mark.parametrize("labeled", [False, True])
@@ -21,7 +23,16 @@ def test_opcheck(cs, ct, labeled):
     fs, ft = features(2, cs, ct, 5, 4)
     labels = torch.randint(0, 3, (2, 5, 4)) if labeled else None
     for requires_grad in (False, True):
-        args = (fs.requires_grad_(requires_grad), ft.requires_grad_(requires_grad), labels, 3, 0.5, 2.0, 1e-12, True)
+        args = (
+            fs.requires_grad_(requires_grad),
+            ft.requires_grad_(requires_grad),
+            labels,
+            3,
+            0.5,
+            2.0,
+            1e-12,
+            True,
+        )
         torch.library.opcheck(torch.ops.relkd.affinity_loss.default, args)
 
 
@@ -155,9 +166,21 @@ BAD_INPUTS = [
     (lambda fs, ft: affinity_loss(fs.long(), ft), TypeError, "floating-point"),
     (lambda fs, ft: affinity_loss(fs, ft.double()), TypeError, "same dtype"),
     (lambda fs, ft: affinity_loss(fs, ft, torch.zeros(2, 3, 3)), TypeError, "integer"),
-    (lambda fs, ft: affinity_loss(fs, ft, torch.zeros(2, 3, 4, dtype=torch.long)), ValueError, "shape [B, H, W]"),
-    (lambda fs, ft: affinity_loss(fs, ft, -torch.ones(2, 3, 3, dtype=torch.long)), ValueError, "non-negative"),
-    (lambda fs, ft: affinity_loss(fs, ft, torch.ones(2, 3, 3, dtype=torch.long), num_classes=1), ValueError, "< num"),
+    (
+        lambda fs, ft: affinity_loss(fs, ft, torch.zeros(2, 3, 4, dtype=torch.long)),
+        ValueError,
+        "shape [B, H, W]",
+    ),
+    (
+        lambda fs, ft: affinity_loss(fs, ft, -torch.ones(2, 3, 3, dtype=torch.long)),
+        ValueError,
+        "non-negative",
+    ),
+    (
+        lambda fs, ft: affinity_loss(fs, ft, torch.ones(2, 3, 3, dtype=torch.long), num_classes=1),
+        ValueError,
+        "< num",
+    ),
     (lambda fs, ft: affinity_loss(fs, ft, eps=0.0), ValueError, "eps"),
     (lambda fs, ft: affinity_loss(fs.half(), ft.half()), TypeError, "float32 and float64"),
 ]
@@ -186,7 +209,9 @@ def test_raw_op_rejects_bad_labels_without_crashing():
     with pytest.raises(ValueError, match="labels must be < num_classes"):
         torch.ops.relkd.affinity_loss(fs, ft, torch.full((2, 3, 3), 7), 2, 1.0, 1.0, 1e-12, True)
     with pytest.raises(TypeError, match="int64"):
-        torch.ops.relkd.affinity_loss(fs, ft, torch.zeros(2, 3, 3, dtype=torch.int32), 2, 1.0, 1.0, 1e-12, True)
+        torch.ops.relkd.affinity_loss(
+            fs, ft, torch.zeros(2, 3, 3, dtype=torch.int32), 2, 1.0, 1.0, 1e-12, True
+        )
 
 
 @pytest.mark.cuda

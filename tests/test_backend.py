@@ -54,7 +54,9 @@ def test_reference_backend_checks_inputs_too():
         ops.set_backend(None)
 
 
-@pytest.mark.skipif(ops.native_has_cuda() or not torch.cuda.is_available(), reason="needs CUDA without CUDA kernels")
+@pytest.mark.skipif(
+    ops.native_has_cuda() or not torch.cuda.is_available(), reason="needs CUDA without CUDA kernels"
+)
 def test_cuda_tensors_without_cuda_kernels_are_an_error():
     x = torch.randn(1, 2, 3, 3, device="cuda")
     with pytest.raises(RuntimeError, match="built without CUDA kernels"):

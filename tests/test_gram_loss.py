@@ -21,7 +21,8 @@ def test_opcheck(same_size):
     fs, ft = features(2, 3, 5, 4, *((5, 4) if same_size else (3, 6)))
     for requires_grad in (False, True):
         torch.library.opcheck(
-            torch.ops.relkd.gram_loss.default, (fs.requires_grad_(requires_grad), ft.requires_grad_(requires_grad), True)
+            torch.ops.relkd.gram_loss.default,
+            (fs.requires_grad_(requires_grad), ft.requires_grad_(requires_grad), True),
         )
 
 

@@ -128,4 +128,6 @@ def test_cuda_matches_float64_reference(dtype, tol):
 @pytest.mark.cuda
 def test_cuda_opcheck():
     zs, zt = logits(2, 3, 5, 4)
-    torch.library.opcheck(torch.ops.relkd.kd_logits_loss.default, (zs.cuda().requires_grad_(), zt.cuda(), 2.0, True))
+    torch.library.opcheck(
+        torch.ops.relkd.kd_logits_loss.default, (zs.cuda().requires_grad_(), zt.cuda(), 2.0, True)
+    )

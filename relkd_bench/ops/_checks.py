@@ -17,7 +17,9 @@ def check_features(op: str, a: torch.Tensor, b: torch.Tensor, names: tuple[str, 
         if t.numel() == 0:
             raise ValueError(f"{op}: {name} is empty (shape {tuple(t.shape)})")
     if a.dtype != b.dtype:
-        raise TypeError(f"{op}: {names[0]} and {names[1]} must have the same dtype, got {a.dtype} and {b.dtype}")
+        raise TypeError(
+            f"{op}: {names[0]} and {names[1]} must have the same dtype, got {a.dtype} and {b.dtype}"
+        )
     if a.device != b.device:
         raise ValueError(
             f"{op}: {names[0]} and {names[1]} must be on the same device, got {a.device} and {b.device}"
@@ -34,5 +36,7 @@ def raise_if_not_finite(op: str, loss: torch.Tensor, **inputs: torch.Tensor) -> 
         return
     for name, t in inputs.items():
         if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{op}: {name} contains NaN or Inf values (pass check_finite=False to skip this check)")
+            raise ValueError(
+                f"{op}: {name} contains NaN or Inf values (pass check_finite=False to skip this check)"
+            )
     raise ValueError(f"{op}: the inputs are finite but the loss overflowed in {loss.dtype}")

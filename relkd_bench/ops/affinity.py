@@ -62,10 +62,19 @@ def _check_labels(fs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{OP}: labels must be an integer tensor of class indices, got {labels.dtype}")
     expected = (fs.shape[0], fs.shape[2], fs.shape[3])
     if tuple(labels.shape) != expected:
-        raise ValueError(f"{OP}: labels must have shape [B, H, W] = {list(expected)}, got {list(labels.shape)}")
+        raise ValueError(
+            f"{OP}: labels must have shape [B, H, W] = {list(expected)}, got {list(labels.shape)}"
+        )
     if labels.device != fs.device:
         raise ValueError(f"{OP}: labels must be on {fs.device}, got {labels.device}")
     return labels.long()
+
+
+def _label_range(labels: torch.Tensor) -> tuple[int, int]:
+    low, high = (int(v) for v in torch.aminmax(labels))
+    if low < 0:
+        raise ValueError(f"{OP}: labels must be non-negative, found {low}")
+    return low, high
 
 
 def affinity_loss(
@@ -97,15 +106,15 @@ def affinity_loss(
     check_features(OP, fs, ft, ("fs", "ft"))
     if fs.shape[2:] != ft.shape[2:]:
         raise ValueError(
-            f"{OP}: spatial sizes differ (fs is {fs.shape[2]}x{fs.shape[3]}, ft is {ft.shape[2]}x{ft.shape[3]}); "
-            "resize one of them first"
+            f"{OP}: spatial sizes differ (fs is {fs.shape[2]}x{fs.shape[3]}, "
+            f"ft is {ft.shape[2]}x{ft.shape[3]}); resize one of them first"
         )
     if eps <= 0:
         raise ValueError(f"{OP}: eps must be positive, got {eps}")
     if labels is not None:
         labels = _check_labels(fs, labels)
         if num_classes is None:
-            num_classes = int(labels.max()) + 1
+            num_classes = _label_range(labels)[1] + 1
     if use_native(OP, fs, ft):
         k = num_classes if labels is not None else 1
         out = torch.ops.relkd.affinity_loss(
@@ -113,9 +122,7 @@ def affinity_loss(
         )
         return out[0]
     if labels is not None:
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0:
-            raise ValueError(f"{OP}: labels must be non-negative, found {low}")
+        high = _label_range(labels)[1]
         if high >= num_classes:
             raise ValueError(f"{OP}: labels must be < num_classes = {num_classes}, found {high}")
     loss = affinity_loss_reference(fs, ft, labels, intra_weight, inter_weight, eps)
@@ -149,7 +156,9 @@ def _register() -> None:
 
     def backward(ctx, grad, *_unused):
         fs, ft, labels, s1, s2, s3, counts = ctx.saved_tensors
-        gs, gt = torch.ops.relkd.affinity_loss_backward(grad, fs, ft, labels, s1, s2, s3, counts, *ctx.weights)
+        gs, gt = torch.ops.relkd.affinity_loss_backward(
+            grad, fs, ft, labels, s1, s2, s3, counts, *ctx.weights
+        )
         return gs, gt, None, None, None, None, None, None
 
     torch.library.register_autograd("relkd::affinity_loss", backward, setup_context=setup_context)

@@ -1,0 +1,353 @@
+"""Benchmarks of the relkd ops against the eager references, as one tidy CSV.
+
+``python -m relkd_bench.bench [--quick] [--out DIR]`` times every (op, shape, provider, mode) case
+(median of repeats after warm-up) and records peak extra memory through the torch allocator
+(torch.profiler memory events; CUDA: max_memory_allocated). Ratios are against the eager reference
+measured in the same run. The pytest-benchmark suite in tests/benchmarks uses the same cases.
+Imports only torch and relkd_bench.ops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from relkd_bench import ops
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark shape of one op; ``make`` returns the op's positional inputs."""
+
+    op: str
+    shape: str
+    make: Callable[[torch.device], tuple]
+    providers: tuple[str, ...]
+    flops: float = 0.0  # algorithmic FLOPs of fwd+bwd (0: not a GEMM-bound op)
+    note: str = ""
+    kwargs: dict = field(default_factory=dict)
+
+
+def _features(b: int, cs: int, ct: int, h: int, w: int, ht: int | None = None, wt: int | None = None):
+    def make(device: torch.device) -> tuple:
+        g = torch.Generator().manual_seed(0)
+        fs = torch.randn(b, cs, h, w, generator=g)
+        ft = torch.randn(b, ct, ht or h, wt or w, generator=g)
+        return fs.to(device), ft.to(device)
+
+    return make
+
+
+def _gemm_flops(b: int, c: int, n: int) -> float:
+    return 2.0 * b * c * c * n
+
+
+PROVIDERS: dict[str, dict[str, Callable]] = {
+    "affinity_loss": {
+        "native": ops.affinity_loss,
+        "reference": ops.affinity_loss_reference,
+        "dual": ops.affinity_loss_dual,
+    },
+    "gram_loss": {"native": ops.gram_loss, "reference": ops.gram_loss_reference},
+    "kd_logits_loss": {"native": ops.kd_logits_loss, "reference": ops.kd_logits_loss_reference},
+}
+
+
+def cases(quick: bool = False) -> list[Case]:
+    """The benchmark matrix of issue #2 (``quick``: smaller shapes, no torch.compile)."""
+    compiled = () if quick else ("compiled",)
+    if quick:
+        return [
+            Case(
+                "affinity_loss",
+                "B=4 C=64 32x32",
+                _features(4, 64, 64, 32, 32),
+                ("native", "reference", "dual"),
+            ),
+            Case(
+                "gram_loss",
+                "B=4 C=128 32x32",
+                _features(4, 128, 128, 32, 32),
+                ("native", "reference", "gemm"),
+                flops=4 * _gemm_flops(4, 128, 1024),
+            ),
+            Case("kd_logits_loss", "B=4 K=2 128x128", _features(4, 2, 2, 128, 128), ("native", "reference")),
+        ]
+    return [
+        Case(
+            "affinity_loss",
+            "B=8 C=64 64x64",
+            _features(8, 64, 64, 64, 64),
+            ("native", "reference", "dual", *compiled),
+        ),
+        Case(
+            "affinity_loss",
+            "B=8 C=64 64x64 labels K=2",
+            _features(8, 64, 64, 64, 64),
+            ("native",),
+            kwargs={"labels": "binary"},
+        ),
+        Case("affinity_loss", "B=8 Cs=32 Ct=128 64x64", _features(8, 32, 128, 64, 64), ("native", "dual")),
+        Case(
+            "affinity_loss",
+            "B=2 C=64 128x128",
+            _features(2, 64, 64, 128, 128),
+            ("native", "dual"),
+            note="eager reference needs N×N = 16384² matrices (GBs): not run",
+        ),
+        Case(
+            "gram_loss",
+            "B=8 C=256 64x64",
+            _features(8, 256, 256, 64, 64),
+            ("native", "reference", *compiled, "gemm"),
+            flops=4 * _gemm_flops(8, 256, 4096),
+        ),
+        Case(
+            "kd_logits_loss",
+            "B=8 K=2 384x384",
+            _features(8, 2, 2, 384, 384),
+            ("native", "reference", *compiled),
+        ),
+        Case(
+            "kd_logits_loss",
+            "B=8 K=8 384x384",
+            _features(8, 8, 8, 384, 384),
+            ("native", "reference", *compiled),
+        ),
+    ]
+
+
+def make_runner(case: Case, provider: str, mode: str, device: torch.device) -> Callable[[], object]:
+    """A closure running one (case, provider, mode) once; inputs are built here, outside the timing."""
+    fs, ft = case.make(device)
+    kwargs = dict(case.kwargs)
+    if kwargs.get("labels") == "binary":
+        kwargs["labels"] = (fs[:, 0] > 0).long()
+    if provider == "gemm":  # the roofline: one batched Gram GEMM of the same shape, fwd+bwd FLOP count
+        xs = fs.flatten(2)
+        return lambda: torch.bmm(xs, xs.transpose(1, 2))
+    fn = PROVIDERS[case.op]["reference" if provider == "compiled" else provider]
+    if provider == "compiled":
+        fn = torch.compile(fn, dynamic=False)
+    if mode == "fwd":
+
+        def run():
+            with torch.no_grad():
+                return fn(fs, ft, **kwargs)
+
+        return run
+    leaves = (fs.clone().requires_grad_(), ft.clone().requires_grad_())
+
+    def run_fwd_bwd():
+        loss = fn(*leaves, **kwargs)
+        return torch.autograd.grad(loss, leaves)
+
+    return run_fwd_bwd
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        run()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def peak_extra_mb(run: Callable[[], object], device: torch.device) -> float:
+    """Peak bytes allocated by one call beyond what was allocated before it, in MiB."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        run()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+        key=lambda e: e.start_ns(),
+    )
+    current = peak = 0
+    for e in events:
+        current += e.nbytes()
+        peak = max(peak, current)
+    return peak / 2**20
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_all(quick: bool, device: torch.device, repeats: int) -> list[dict]:
+    rows = []
+    for case in cases(quick):
+        for mode in ("fwd", "fwd+bwd"):
+            base = None
+            for provider in case.providers:
+                if provider == "gemm" and mode == "fwd":
+                    continue
+                run = make_runner(case, provider, mode, device)
+                times = time_ms(run, device, repeats, warmup=2 if provider == "compiled" else 1)
+                row = {
+                    "op": case.op,
+                    "shape": case.shape,
+                    "mode": mode,
+                    "provider": provider,
+                    "median_ms": statistics.median(times),
+                    "min_ms": min(times),
+                    "peak_extra_mb": peak_extra_mb(run, device),
+                    "repeats": repeats,
+                }
+                if provider == "reference":
+                    base = row
+                if case.flops and provider == "gemm":
+                    row["gflops"] = case.flops / (row["median_ms"] * 1e6)
+                elif case.flops and provider != "gemm" and mode == "fwd+bwd":
+                    row["gflops"] = case.flops / (row["median_ms"] * 1e6)
+                rows.append(row)
+                print(
+                    f"{case.op:15s} {case.shape:26s} {mode:8s} {provider:10s} {row['median_ms']:10.2f} ms "
+                    f"{row['peak_extra_mb']:9.1f} MiB",
+                    flush=True,
+                )
+            for row in rows:
+                if base and row["op"] == case.op and row["shape"] == case.shape and row["mode"] == mode:
+                    row["speedup_vs_eager"] = base["median_ms"] / row["median_ms"]
+                    if row["peak_extra_mb"] > 0:
+                        row["memory_vs_eager"] = base["peak_extra_mb"] / row["peak_extra_mb"]
+            if case.note:
+                rows.append(
+                    {
+                        "op": case.op,
+                        "shape": case.shape,
+                        "mode": mode,
+                        "provider": "reference",
+                        "note": case.note,
+                    }
+                )
+    return rows
+
+
+COLUMNS = [
+    "op",
+    "shape",
+    "mode",
+    "provider",
+    "median_ms",
+    "min_ms",
+    "peak_extra_mb",
+    "speedup_vs_eager",
+    "memory_vs_eager",
+    "gflops",
+    "repeats",
+    "note",
+    "device",
+    "machine",
+    "torch",
+    "backend",
+    "commit",
+    "date",
+]
+
+
+def write_csv(rows: list[dict], path: Path, device: torch.device) -> None:
+    meta = {
+        "device": device.type,
+        "machine": machine(),
+        "torch": torch.__version__,
+        "backend": ops.backend(),
+        "commit": git_commit(),
+        "date": dt.date.today().isoformat(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in {**meta, **row}.items()}
+            )
+    os.replace(f.name, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m relkd_bench.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes, no torch.compile (a demo)")
+    parser.add_argument("--out", type=Path, help="write ops_<device>.csv into this folder")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats per case (default 5, quick 3)"
+    )
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    print(f"relkd ops benchmark on {machine()} (torch {torch.__version__}, backend {ops.backend()})")
+    rows = run_all(args.quick, device, args.repeats or (3 if args.quick else 5))
+    print("\nspeed-up and memory ratio vs the eager reference (fwd+bwd):")
+    for row in rows:
+        if row["mode"] == "fwd+bwd" and row.get("provider") not in ("reference", None) and "median_ms" in row:
+            speed = row.get("speedup_vs_eager")
+            mem = row.get("memory_vs_eager")
+            print(
+                f"  {row['op']:15s} {row['shape']:26s} {row['provider']:9s} "
+                f"{'' if speed is None else f'{speed:6.1f}x faster'} "
+                f"{'' if mem is None else f'{mem:7.1f}x less memory'}"
+            )
+    if args.out:
+        path = args.out / f"ops_{device.type}.csv"
+        write_csv(rows, path, device)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
