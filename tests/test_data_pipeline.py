@@ -104,7 +104,8 @@ def test_heldout_cases_never_reach_train_or_val(collection, cache):
         held = {c.uid for c in split.heldout_cases()}
         assert held == {c.uid for c in cases if c.site == split.heldout_site}
         seen = set()
-        for batch in DataLoader(split.train_dataset(cache, transform=train_transforms(seed=0)), batch_size=16):
+        train = split.train_dataset(cache, transform=train_transforms(seed=0))
+        for batch in DataLoader(train, batch_size=16):
             seen |= set(batch["uid"])
         for item in split.val_dataset(cache):
             seen.add(item["uid"])
