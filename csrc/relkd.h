@@ -43,6 +43,9 @@ struct AffinityKernels {
   // |x| <= eps. In sum/diff mode the gradients w.r.t. x̂s, x̂t are ga + gb and ga - gb.
   void (*normalize_backward)(const Tensor& xs, const Tensor& xt, const Tensor& ga, const Tensor& gb,
                              double eps, bool sum_diff, Tensor& gxs, Tensor& gxt);
+  // Pixels per work chunk are about chunk_elements / (Cs + Ct): the float64/float32 work buffers then
+  // stay cache-sized on the CPU. A GPU takes whole samples.
+  int64_t chunk_elements;
 };
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> affinity_loss_forward(

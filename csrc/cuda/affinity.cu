@@ -113,7 +113,8 @@ void normalize_backward_cuda(const Tensor& xs, const Tensor& xt, const Tensor& g
   });
 }
 
-const AffinityKernels kCudaKernels{&normalize_cuda, &normalize_backward_cuda};
+const AffinityKernels kCudaKernels{&normalize_cuda, &normalize_backward_cuda,
+                                   /*chunk_elements=*/int64_t{1} << 62};
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft,
                                                                 const std::optional<Tensor>& labels,
