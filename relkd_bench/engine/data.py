@@ -1,0 +1,89 @@
+"""From the ``data`` config section to the LOSO split, the preprocessed cache and the loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from relkd_bench.config import ExperimentConfig
+from relkd_bench.data import (
+    PreprocessCache,
+    PreprocessConfig,
+    SiteSplit,
+    ensure_synthetic_collection,
+    loso_split,
+    scan_collection,
+    train_transforms,
+)
+
+__all__ = ["RunData", "cache_dir", "data_root", "make_train_loader", "prepare_data", "preprocess_config"]
+
+
+def _runs_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.run.workdir).parent
+
+
+def data_root(cfg: ExperimentConfig) -> Path:
+    """The collection root; ``"synthetic"`` → ``<parent of run.workdir>/data/synthetic-c…-s…-z…-r…``,
+    generated on first use."""
+    if cfg.data.root != "synthetic":
+        return Path(cfg.data.root)
+    s = cfg.data.synthetic
+    root = _runs_dir(cfg) / "data" / f"synthetic-c{s.cases_per_site}-s{s.size}-z{s.slices}-r{s.seed}"
+    return ensure_synthetic_collection(root, s.cases_per_site, s.size, s.slices, s.seed)
+
+
+def cache_dir(cfg: ExperimentConfig) -> Path:
+    """``data.cache_dir`` or ``<parent of run.workdir>/cache``."""
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else _runs_dir(cfg) / "cache"
+
+
+def preprocess_config(cfg: ExperimentConfig) -> PreprocessConfig:
+    d = cfg.data
+    return PreprocessConfig(size=d.size, normalize=d.normalize, context_slices=d.context_slices,
+                            empty_fraction=d.empty_fraction)
+
+
+@dataclass
+class RunData:
+    """A LOSO fold ready for training: the split (held-out cases stay private) and the cache."""
+
+    split: SiteSplit
+    cache: PreprocessCache
+    root: Path
+
+
+def prepare_data(cfg: ExperimentConfig) -> RunData:
+    """Scan (and generate, for synthetic), preprocess/cache all cases, split leave-one-site-out."""
+    root = data_root(cfg)
+    cases, _ = scan_collection(root)
+    cache = PreprocessCache(preprocess_config(cfg), cache_dir(cfg))
+    cases, _ = cache.prepare(cases)
+    split = loso_split(cases, cfg.data.heldout, cfg.data.val_fraction, cfg.data.split_seed)
+    if not split.train:
+        raise ValueError(f"no training cases left after holding out {cfg.data.heldout}")
+    return RunData(split, cache, root)
+
+
+def make_train_loader(cfg: ExperimentConfig, run: RunData, epoch: int, seed: int) -> DataLoader:
+    """Shuffled training slices of one epoch, fully determined by ``(seed, epoch)``.
+
+    Batches: ``image [B, C, H, W]`` float32, ``label [B, 1, H, W]`` int64.
+    """
+    transform = train_transforms(seed=seed) if cfg.data.augment else None
+    ds = run.split.train_dataset(run.cache, transform=transform, seed=cfg.train.seed)
+    ds.set_epoch(epoch)
+    gen = torch.Generator().manual_seed(seed)
+    workers = cfg.train.num_workers
+
+    def init_worker(worker_id: int) -> None:  # distinct, reproducible augmentation per worker
+        if transform is not None:
+            transform.set_random_state(seed=torch.initial_seed() % 2**32)
+
+    bs = cfg.train.batch_size
+    return DataLoader(ds, batch_size=bs, shuffle=True, generator=gen, num_workers=workers,
+                      drop_last=len(ds) > bs, worker_init_fn=init_worker if workers else None,
+                      persistent_workers=False, pin_memory=False)
