@@ -1,0 +1,86 @@
+"""Trial → plan: draw a trial's parameters and turn them into dotted config overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from relkd_bench.ablate.spec import ALIASES, MODULES, AblationSpec, canonical_modules, cell_key
+
+__all__ = ["Objective", "TrialPlan", "baseline_params", "make_plan", "method_label"]
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What one trial runs.
+
+    Attributes:
+        number: Optuna trial number.
+        params: effective parameter values (a λ that is switched off is 0.0).
+        overrides: dotted config overrides (the spec's overrides, then the parameters).
+        cell: grid cell key (grid studies), else ``None``.
+        baseline: the no-KD baseline (all λ = 0).
+    """
+
+    number: int
+    params: dict[str, Any]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    cell: str | None = None
+    baseline: bool = False
+
+    @property
+    def method(self) -> str:
+        """Module-set label implied by the overrides (``none``, ``LM``, …, ``LM+KM+AA``)."""
+        return method_label({m: float(self.overrides.get(k, 0.0) or 0.0) for m, k in MODULES.items()})
+
+
+#: An objective gets the live trial (for ``report``/``should_prune``/``set_user_attr``) and its plan,
+#: and returns the source-validation Dice (never a held-out score).
+Objective = Callable[[optuna.Trial, TrialPlan], float]
+
+
+def method_label(lambdas: Mapping[str, float]) -> str:
+    """``{"LM": 1, "KM": 0, "AA": 0.5}`` → ``"LM+AA"``; all zero → ``"none"``."""
+    return "+".join(m for m in MODULES if lambdas.get(m, 0.0) > 0) or "none"
+
+
+def baseline_params(spec: AblationSpec) -> dict[str, Any]:
+    """Fixed parameters of the enqueued no-KD baseline trial of a TPE study (every switch off)."""
+    return {f"{name}:on": False for name, p in spec.search_space.items() if p.off_switch}
+
+
+def _overrides(spec: AblationSpec, params: Mapping[str, Any], baseline: bool) -> dict[str, Any]:
+    out = dict(spec.overrides)
+    for name, value in params.items():
+        if name == "modules":
+            on = canonical_modules(value).split("+")
+            out.update({key: (spec.module_weights[m] if m in on else 0.0) for m, key in MODULES.items()})
+        else:
+            out[ALIASES.get(name, name)] = value
+    if baseline:
+        out.update({key: 0.0 for key in MODULES.values()})
+    return out
+
+
+def make_plan(trial: optuna.Trial, spec: AblationSpec) -> TrialPlan:
+    """Suggest the trial's parameters (fixed ones come from the enqueued cell) and build its plan."""
+    params: dict[str, Any] = {}
+    cell = None
+    baseline = bool(trial.user_attrs.get("baseline"))
+    if spec.sampler == "grid":
+        axes = list(spec.cells()[0])
+        params = {axis: trial.suggest_categorical(axis, list(spec.grid[axis])) for axis in axes}
+        cell = cell_key(params)
+        baseline = params["modules"] == "none"
+    else:
+        for name, p in spec.search_space.items():
+            if p.requires and not params.get(p.requires):
+                continue
+            if p.off_switch and not trial.suggest_categorical(f"{name}:on", [True, False]):
+                params[name] = 0.0
+                continue
+            params[name] = p.suggest(trial, name)
+    return TrialPlan(trial.number, params, _overrides(spec, params, baseline), cell, baseline)

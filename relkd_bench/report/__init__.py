@@ -1,0 +1,23 @@
+"""Paper-style tables and figures from an ablation study: ``python -m relkd_bench.report``.
+
+Reads the trials of an Optuna study (or a ``trials.csv`` this tool wrote) and writes, under ``--out``:
+``tables.md``, ``tables.tex``, one tidy CSV per table plus ``trials.csv`` and ``provenance.json``, and
+PNG figures. Every table carries its provenance (commit, config hash, data source, hardware, dates).
+Imports only optuna, matplotlib and the storage helper of ``relkd_bench.ablate``.
+"""
+
+from relkd_bench.report.build import build_report
+from relkd_bench.report.collect import provenance, read_trials_csv, rows_from_study
+from relkd_bench.report.tables import Stat, Table, dice_table, efficiency_table, modules_table
+
+__all__ = [
+    "Stat",
+    "Table",
+    "build_report",
+    "dice_table",
+    "efficiency_table",
+    "modules_table",
+    "provenance",
+    "read_trials_csv",
+    "rows_from_study",
+]

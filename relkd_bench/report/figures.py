@@ -1,0 +1,111 @@
+"""PNG figures: per-site bars, Dice vs GFLOPs, Optuna importances and optimization history."""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+
+from relkd_bench.report.tables import Stat, dice_table  # noqa: E402
+
+__all__ = ["dice_vs_gflops", "optuna_figures", "per_site_bars"]
+
+
+def _save(fig: Any, path: Path, prov: str) -> Path:
+    fig.text(0.01, -0.02, prov, fontsize=5, color="0.4", ha="left", va="top", wrap=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def per_site_bars(rows: Sequence[dict[str, Any]], path: Path, prov: str) -> Path | None:
+    """Grouped bars: held-out Dice per site and method, error bars = std over seeds."""
+    t = dice_table(rows)
+    if not t.body:
+        return None
+    sites = [h for h in t.header[1:] if h != "mean over sites"]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(sites) * max(1, len(t.body)) / 3), 3.6))
+    width = 0.8 / len(t.body)
+    for i, row in enumerate(t.body):
+        stats: list[Stat] = row[1:1 + len(sites)]
+        xs = [j + (i - (len(t.body) - 1) / 2) * width for j in range(len(sites))]
+        ax.bar(xs, [s.mean for s in stats], width, yerr=[s.std for s in stats], capsize=2, label=row[0])
+    ax.set_xticks(range(len(sites)), sites)
+    ax.set_ylabel("held-out Dice")
+    low = min((s.mean - s.std for r in t.body for s in r[1:1 + len(sites)] if s.n), default=0.0)
+    ax.set_ylim(max(0.0, low - 0.05), 1.0)
+    ax.set_title("Held-out Dice per site (mean ± std over seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path, prov)
+
+
+def dice_vs_gflops(rows: Sequence[dict[str, Any]], profile_csv: Path, path: Path, prov: str) -> Path | None:
+    """Held-out Dice against GFLOPs: students (each method) and the teachers they learnt from."""
+    if not profile_csv.is_file():
+        return None
+    with open(profile_csv, newline="") as fh:
+        gflops = {r["model"]: float(r["gflops"]) for r in csv.DictReader(fh)}
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    plotted = False
+    for (name, method), st in _means(done, "student", "heldout_dice").items():
+        if name in gflops and st.n:
+            ax.errorbar(gflops[name], st.mean, yerr=st.std, fmt="o", capsize=2,
+                        label=f"student {name} · {method}")
+            plotted = True
+    for (name, _), st in _means(done, "teacher", "teacher_heldout_dice", one_per_model=True).items():
+        if name in gflops and st.n:
+            ax.errorbar(gflops[name], st.mean, yerr=st.std, fmt="s", capsize=2, label=f"teacher {name}")
+            plotted = True
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax.set_xscale("log")
+    ax.set_xlabel("GFLOPs per forward pass (profile input size)")
+    ax.set_ylabel("held-out Dice")
+    ax.set_title("Dice vs compute: teachers and students")
+    ax.legend(fontsize=6)
+    return _save(fig, path, prov)
+
+
+def _means(done: Sequence[dict], model_key: str, metric: str, one_per_model: bool = False) -> dict:
+    groups: dict[tuple[str, str], list[float]] = {}
+    seen: set[tuple[str, str]] = set()
+    for r in done:
+        v = r.get(metric)
+        if r.get(model_key) in (None, "") or not isinstance(v, float) or math.isnan(v):
+            continue
+        key = (str(r[model_key]), "" if one_per_model else str(r["method"]))
+        dedup = (key[0], str(r.get("seed")) + str(r.get("heldout")))
+        if one_per_model and dedup in seen:  # one teacher per (seed, site): count it once
+            continue
+        seen.add(dedup)
+        groups.setdefault(key, []).append(v)
+    return {k: Stat.of(v) for k, v in groups.items()}
+
+
+def optuna_figures(study: optuna.Study, out: Path, prov: str) -> tuple[list[Path], list[str]]:
+    """Parameter importances and optimization history (``optuna.visualization.matplotlib``)."""
+    from optuna.visualization import matplotlib as ovm
+
+    paths, notes = [], []
+    for name, draw in (("param_importances.png", ovm.plot_param_importances),
+                       ("optimization_history.png", ovm.plot_optimization_history)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = draw(study)
+            paths.append(_save(ax.figure, out / name, prov))
+        except Exception as exc:  # e.g. importances need ≥ 2 complete trials and a varying parameter
+            notes.append(f"{name} not drawn: {type(exc).__name__}: {exc}")
+            plt.close("all")
+    return paths, notes

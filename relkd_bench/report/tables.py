@@ -1,0 +1,199 @@
+"""Paper-style tables from trial rows: Markdown, LaTeX and tidy CSV, best per column in bold.
+
+(a) method × held-out site Dice, mean ± std over seeds; (b) the module ablation with LM / KM / AA check
+marks; (c) efficiency from the profile CSV; (d) HD95 (lower is better).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SITE_ORDER", "Stat", "Table", "dice_table", "efficiency_table", "modules_table"]
+
+SITE_ORDER = ("RUNMC", "BMC", "I2CVB", "UCL", "BIDMC", "HK")  # S1…S6 (DESIGN §4)
+METHOD_ORDER = ("none", "LM", "KM", "AA", "LM+KM", "LM+AA", "KM+AA", "LM+KM+AA")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean ± sample std over ``n`` values (std 0 when n = 1)."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+        if not vals:
+            return cls(math.nan, math.nan, 0)
+        return cls(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+
+    def text(self, digits: int) -> str:
+        return "–" if self.n == 0 else f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+
+@dataclass
+class Table:
+    """A rendered-ready table: header, body (str or :class:`Stat` cells), which direction is best."""
+
+    key: str
+    title: str
+    header: list[str]
+    body: list[list[Any]]
+    best: str = "max"  # "max" | "min" | "" (no bold)
+    digits: int = 3
+    note: str = ""
+    records: list[dict[str, Any]] = field(default_factory=list)  # tidy rows for the CSV
+
+    def bold(self) -> set[tuple[int, int]]:
+        """(row, col) of the best Stat (or number) of each column; ties are all bold."""
+        out: set[tuple[int, int]] = set()
+        if not self.best:
+            return out
+        for j in range(len(self.header)):
+            vals = {i: _value(r[j]) for i, r in enumerate(self.body)}
+            vals = {i: v for i, v in vals.items() if v is not None and math.isfinite(v)}
+            if len(vals) > 1:
+                target = (max if self.best == "max" else min)(vals.values())
+                out |= {(i, j) for i, v in vals.items() if v == target}
+        return out
+
+    def markdown(self, prov: str) -> str:
+        bold = self.bold()
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
+                 "|" + "|".join("---" if j == 0 else "---:" for j in range(len(self.header))) + "|"]
+        for i, row in enumerate(self.body):
+            cells = [_text(c, self.digits) for c in row]
+            cells = [f"**{c}**" if (i, j) in bold else c for j, c in enumerate(cells)]
+            lines.append("| " + " | ".join(cells) + " |")
+        if self.note:
+            lines += ["", self.note]
+        return "\n".join([*lines, "", f"<sub>Provenance: {prov}</sub>", ""])
+
+    def latex(self, prov: str) -> str:
+        bold = self.bold()
+        spec = "l" + "r" * (len(self.header) - 1)
+        lines = ["\\begin{table}[t]", "\\centering", f"\\caption{{{_tex(self.title)}. "
+                 f"\\footnotesize Provenance: {_tex(prov)}}}", f"\\label{{tab:{self.key}}}",
+                 f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+                 " & ".join(_tex(h) for h in self.header) + " \\\\", "\\midrule"]
+        for i, row in enumerate(self.body):
+            cells = [_tex(_text(c, self.digits)) for c in row]
+            cells = [f"\\textbf{{{c}}}" if (i, j) in bold else c for j, c in enumerate(cells)]
+            lines.append(" & ".join(cells) + " \\\\")
+        return "\n".join([*lines, "\\bottomrule", "\\end{tabular}", "\\end{table}", ""])
+
+    def write_csv(self, path: Path, prov_lines: Sequence[str]) -> Path:
+        records = self.records or [dict(zip(self.header, (_text(c, 6) for c in row))) for row in self.body]
+        with open(path, "w", newline="") as fh:
+            for line in prov_lines:
+                fh.write(f"# {line}\n")
+            w = csv.DictWriter(fh, fieldnames=list(records[0]) if records else ["empty"])
+            w.writeheader()
+            w.writerows(records)
+        return path
+
+
+def _value(c: Any) -> float | None:
+    if isinstance(c, Stat):
+        return c.mean if c.n else None
+    return float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else None
+
+
+def _text(c: Any, digits: int) -> str:
+    if isinstance(c, Stat):
+        return c.text(digits)
+    if isinstance(c, float):
+        return f"{c:.{digits}f}"
+    return str(c)
+
+
+def _tex(s: str) -> str:
+    for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("#", "\\#"), ("_", "\\_"),
+                 ("…", "\\ldots{}"), ("×", "$\\times$"), ("±", "$\\pm$"), ("✓", "\\checkmark{}"),
+                 ("·", "$\\cdot$"), ("–", "--")):
+        s = s.replace(a, b)
+    return s
+
+
+def _order(values: set[str], order: Sequence[str]) -> list[str]:
+    return [v for v in order if v in values] + sorted(values - set(order))
+
+
+def _groups(rows: Sequence[dict[str, Any]], metric: str) -> tuple[list[tuple[str, str]], list[str], dict]:
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    students = _order({str(r["student"]) for r in done}, ())
+    methods = _order({str(r["method"]) for r in done}, METHOD_ORDER)
+    keys = [(s, m) for s in students for m in methods if any(r["student"] == s and r["method"] == m
+                                                               for r in done)]
+    sites = _order({str(r["heldout"]) for r in done}, SITE_ORDER)
+    cells: dict[tuple[tuple[str, str], str], list[dict]] = defaultdict(list)
+    for r in done:
+        cells[((str(r["student"]), str(r["method"])), str(r["heldout"]))].append(r)
+    return keys, sites, {k: (Stat.of([r[metric] for r in v]), v) for k, v in cells.items()}
+
+
+def _label(key: tuple[str, str], multi: bool) -> str:
+    return f"{key[0]} · {key[1]}" if multi else key[1]
+
+
+def dice_table(rows: Sequence[dict[str, Any]], metric: str = "heldout_dice", key: str = "a_dice",
+               title: str = "(a) Held-out site Dice, mean ± std over seeds", best: str = "max",
+               digits: int = 3) -> Table:
+    """Method × held-out site table of ``metric`` (a column "mean" averages the sites' means)."""
+    keys, sites, cells = _groups(rows, metric)
+    multi = len({k[0] for k in keys}) > 1
+    header = ["method", *sites] + (["mean over sites"] if len(sites) > 1 else [])
+    body, records = [], []
+    for k in keys:
+        stats = [cells.get((k, s), (Stat.of([]), []))[0] for s in sites]
+        row: list[Any] = [_label(k, multi), *stats]
+        if len(sites) > 1:
+            row.append(Stat.of([s.mean for s in stats if s.n]))
+        body.append(row)
+        for s, st in zip(sites, stats):
+            trials = cells.get((k, s), (None, []))[1]
+            records.append({"student": k[0], "method": k[1], "heldout": s, f"{metric}_mean": st.mean,
+                            f"{metric}_std": st.std, "n_seeds": st.n,
+                            "seeds": " ".join(str(r["seed"]) for r in trials),
+                            "config_hashes": " ".join(str(r["config_hash"]) for r in trials)})
+    return Table(key, title, header, body, best, digits, records=records,
+                 note="n = seeds per cell; bold = best mean in its column"
+                      + ("; mean over sites = mean ± std of the site means." if len(sites) > 1 else "."))
+
+
+def modules_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """The module ablation: LM / KM / AA check marks and held-out Dice per site."""
+    t = dice_table(rows, key="b_modules", title="(b) Module ablation: held-out Dice, mean ± std over seeds")
+    for row in t.body:
+        method = row[0].split(" · ")[-1]
+        row[1:1] = ["✓" if m in method.split("+") else "" for m in ("LM", "KM", "AA")]
+    t.header[1:1] = ["LM", "KM", "AA"]
+    for r in t.records:
+        r.update({m: int(m in r["method"].split("+")) for m in ("LM", "KM", "AA")})
+    t.note = "LM: logits KD; KM: kernel (Gram) matrix module; AA: adaptive affinity module. " + t.note
+    return t
+
+
+def efficiency_table(profile_csv: Path, used: set[str]) -> Table:
+    """(c) Efficiency from ``results/efficiency.csv`` (``python -m relkd_bench.profile``)."""
+    header = ["model", "role", "params (M)", "GFLOPs", "CPU latency (ms)", "checkpoint (MB)"]
+    if not profile_csv.is_file():
+        return Table("c_efficiency", "(c) Efficiency", header, [], "", note=f"{profile_csv} not found: run "
+                     "`python -m relkd_bench.profile` to write it.")
+    with open(profile_csv, newline="") as fh:
+        prof = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    body = [[r["model"] + (" (this study)" if r["model"] in used else ""), r["role"],
+             float(r["params"]) / 1e6, float(r["gflops"]), float(r["latency_ms"]), float(r["size_mb"])]
+            for r in prof]
+    return Table("c_efficiency", "(c) Efficiency at the profile's input size", header, body, "min", 2,
+                 note=f"From {profile_csv} (one forward pass, batch 1); bold = smallest. Latency is noisy "
+                      "on a shared CPU.", records=[dict(r) for r in prof])

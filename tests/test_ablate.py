@@ -1,0 +1,171 @@
+"""The harness with injected fake objectives (no training): resume, failures, baseline, stale trials, CLI."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from relkd_bench.ablate import claim, make_storage, open_study, redact, run_worker, spec_from_dict
+from relkd_bench.ablate.worker import HEARTBEAT_ATTR
+
+REPO = Path(__file__).resolve().parents[1]
+MODS = ["none", "LM", "KM", "AA"]
+
+
+def _spec(**kw):
+    data = {"name": "t", "objective": "smoke", "grid": {"seed": [0, 1], "modules": MODS},
+            "heartbeat": {"interval": 0.2, "grace": 1.0}, **kw}
+    return spec_from_dict(data)
+
+
+class Fake:
+    """Objective that records what it ran and fails on chosen module sets."""
+
+    def __init__(self, fail: tuple[str, ...] = ()) -> None:
+        self.cells: list[str] = []
+        self.fail = fail
+
+    def __call__(self, trial: optuna.Trial, plan) -> float:
+        self.cells.append(plan.cell)
+        if plan.params.get("modules") in self.fail:
+            raise RuntimeError(f"boom in {plan.cell}")
+        trial.set_user_attr("heldout_dice", 0.5)
+        return 0.6 + 0.01 * len(plan.method)
+
+
+def _cells(study, state=TrialState.COMPLETE):
+    return [t.user_attrs["cell"] for t in study.get_trials(states=(state,))]
+
+
+def test_resume_does_not_redo_finished_trials(tmp_path):
+    spec, store, fake = _spec(), make_storage(str(tmp_path / "j.log"), "t"), Fake()
+    s1 = run_worker(spec, store, fake, n_trials=3, log=lambda s: None)
+    assert s1.complete == 3 and len(fake.cells) == 3
+    first = list(fake.cells)
+    s2 = run_worker(spec, store, fake, log=lambda s: None)  # rerun: only the missing five
+    assert s2.complete == 5 and len(fake.cells) == 8 and not set(first) & set(fake.cells[3:])
+    study = optuna.load_study(study_name="t", storage=store.storage)
+    assert sorted(_cells(study)) == sorted(set(fake.cells)) and len(study.trials) == 8
+    assert study.trials[0].params["modules"] == "none"  # the baseline is enqueued first
+    assert run_worker(spec, store, fake, log=lambda s: None).ran == 0
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
+    spec, store, fake = _spec(max_retries=1), make_storage(str(tmp_path / "j.log"), "t"), Fake(fail=("KM",))
+    summary = run_worker(spec, store, fake, log=lambda s: None)
+    assert summary.complete == 6 and summary.failed == 4  # 2 KM cells x (1 + max_retries) attempts
+    study = optuna.load_study(study_name="t", storage=store.storage)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert all("RuntimeError: boom in" in t.user_attrs["error"] and t.user_attrs["traceback"] for t in failed)
+    assert run_worker(spec, store, fake, log=lambda s: None).ran == 0  # given up until --retry-failed
+    assert run_worker(spec, store, Fake(), retry_failed=True, log=lambda s: None).complete == 2
+    assert len(set(_cells(study))) == len(_cells(study)) == 8
+
+
+def test_stale_trial_of_a_killed_worker_is_retried(tmp_path):
+    spec, store = _spec(), make_storage(str(tmp_path / "j.log"), "t")
+    study = open_study(spec, store, "t")
+    lost = claim(study, store, spec, spec.total)  # a worker claims the baseline cell, then "dies"
+    store.storage.set_trial_system_attr(lost._trial_id, HEARTBEAT_ATTR, time.time() - 60)
+    fake = Fake()
+    run_worker(spec, store, fake, log=lambda s: None)
+    trials = optuna.load_study(study_name="t", storage=store.storage).trials
+    assert trials[0].state == TrialState.FAIL and "stale" in trials[0].user_attrs["error"]
+    assert sorted(_cells(study)) == sorted(fake.cells) and len(fake.cells) == 8
+
+
+def test_tpe_enqueues_the_baseline_and_respects_the_total(tmp_path):
+    spec = spec_from_dict({"name": "w", "objective": "smoke", "sampler": "tpe", "n_trials": 4,
+                           "search_space": {"distill.lambda_km": {"type": "float", "low": 0.01, "high": 1.0,
+                                                                  "log": True, "off_switch": True}}})
+    store, plans = make_storage(str(tmp_path / "j.log"), "w"), []
+    run_worker(spec, store, lambda trial, plan: plans.append(plan) or 0.5, log=lambda s: None)
+    run_worker(spec, store, lambda trial, plan: plans.append(plan) or 0.5, log=lambda s: None)
+    assert len(plans) == 4 and plans[0].baseline and plans[0].overrides["distill.lambda_km"] == 0.0
+
+
+def test_pruning_records_a_pruned_trial(tmp_path):
+    spec = _spec(pruner={"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0})
+
+    def objective(trial, plan):
+        for epoch in range(3):
+            trial.report(0.9 if plan.baseline else 0.1, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned("low")
+        return 0.9
+
+    summary = run_worker(spec, make_storage(str(tmp_path / "j.log"), "t"), objective, log=lambda s: None)
+    assert summary.pruned > 0 and summary.complete + summary.pruned == 8
+
+
+def test_storage_urls_and_redaction(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RELKD_STORAGE", raising=False)
+    assert make_storage(None, "s").display == "journal:runs/studies/s/journal.log"
+    assert make_storage(f"sqlite:///{tmp_path}/x.db", "s").kind == "sqlite"
+    assert redact("postgresql://u:s3cret@h:5/db and x") == "postgresql://u:***@h:5/db and x"
+    with pytest.raises(ValueError, match="unsupported storage 'mysql://u:\\*\\*\\*@h/db'"):
+        make_storage("mysql://u:pw@h/db", "s")
+
+
+def _cli(args, cwd, **kw):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RELKD_STORAGE", None)
+    return subprocess.Popen([sys.executable, "-m", "relkd_bench.ablate", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _smoke_yaml(tmp_path, seconds, modules=MODS, seeds=(0, 1)):
+    path = tmp_path / "smoke.yaml"
+    path.write_text(yaml.safe_dump({"name": "smoke", "objective": "smoke", "smoke": {"seconds": seconds},
+                                    "grid": {"seed": list(seeds), "modules": modules},
+                                    "heartbeat": {"interval": 0.3, "grace": 1.5}}))
+    return path
+
+
+def test_cli_help():
+    out = subprocess.run([sys.executable, "-m", "relkd_bench.ablate", "--help"], capture_output=True,
+                         text=True, cwd=REPO)
+    assert out.returncode == 0 and "--workers" in out.stdout and "optuna-dashboard" in out.stdout
+
+
+def test_cli_two_local_workers_then_killed_worker_resumes(tmp_path):
+    spec = _smoke_yaml(tmp_path, 0.05)
+    out = _cli(["--config", str(spec), "--workers", "2", "--no-report", "--n-trials", "6"], tmp_path)
+    text = out.communicate(timeout=60)[0]
+    assert out.returncode == 0, text
+    assert "[worker 0]" in text and "[worker 1]" in text
+    # a worker killed mid-trial (SIGKILL: no cleanup at all), then the same command again
+    spec = _smoke_yaml(tmp_path, 1.5)
+    proc = _cli(["--config", str(spec), "--no-report"], tmp_path)
+    time.sleep(1.0)
+    while True:
+        study = optuna.load_study(study_name="smoke", storage=make_storage(None, "smoke",
+                                                                           tmp_path / "runs").storage)
+        if study.get_trials(states=(TrialState.RUNNING,)):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = _cli(["--config", str(spec), "--no-report"], tmp_path)
+    text = again.communicate(timeout=60)[0]
+    assert again.returncode == 0, text
+    assert "6 already finished" in text
+    store = make_storage(None, "smoke", tmp_path / "runs")
+    study = optuna.load_study(study_name="smoke", storage=store.storage)
+    done = [t.user_attrs["cell"] for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert len(done) == len(set(done)) == 8
+    stale = study.get_trials(states=(TrialState.FAIL,))
+    assert len(stale) == 1 and "stale" in stale[0].user_attrs["error"]
+    counts = collections.Counter(t.user_attrs["cell"] for t in study.trials)
+    assert counts[stale[0].user_attrs["cell"]] == 2 and max(counts.values()) == 2
