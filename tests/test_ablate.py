@@ -147,7 +147,7 @@ def test_cli_two_local_workers_then_killed_worker_resumes(tmp_path):
     assert "[worker 0]" in text and "[worker 1]" in text
     # a worker killed mid-trial (SIGKILL: no cleanup at all), then the same command again
     spec = _smoke_yaml(tmp_path, 1.5)
-    proc = _cli(["--config", str(spec), "--no-report"], tmp_path)
+    proc = _cli(["--config", str(spec), "--no-report", "--workers", "1"], tmp_path)
     time.sleep(1.0)
     while True:
         study = optuna.load_study(study_name="smoke", storage=make_storage(None, "smoke",
@@ -157,7 +157,7 @@ def test_cli_two_local_workers_then_killed_worker_resumes(tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    again = _cli(["--config", str(spec), "--no-report"], tmp_path)
+    again = _cli(["--config", str(spec), "--no-report", "--workers", "1"], tmp_path)
     text = again.communicate(timeout=60)[0]
     assert again.returncode == 0, text
     assert "6 already finished" in text

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-name", help="Optuna study name (default: the spec's name)")
     p.add_argument("--n-trials", type=int, help="requested total of finished trials (grid: first N cells)")
     p.add_argument("--timeout", type=float, help="stop claiming new trials after S seconds")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="worker processes on this machine, one torch thread each (default: min(2, cores))")
     p.add_argument("--retry-failed", action="store_true",
                    help="give cells that failed for good another round")
     p.add_argument("--report-dir", type=Path,
