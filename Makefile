@@ -20,7 +20,7 @@ test: install
 	$(PY) -m pytest -q --benchmark-skip
 
 demo: install
-	$(PY) -m relkd_bench.bench --quick
+	$(PY) -m relkd_bench.ablate
 
 bench: install
 	$(PY) -m pytest tests/benchmarks --benchmark-only
