@@ -37,7 +37,11 @@ class Stat:
         return cls(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
 
     def text(self, digits: int) -> str:
-        return "–" if self.n == 0 else f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        if self.n == 0:
+            return "–"
+        if self.n == 1:  # one seed: no spread to report
+            return f"{self.mean:.{digits}f} (n=1)"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
 
 
 @dataclass
@@ -195,5 +199,7 @@ def efficiency_table(profile_csv: Path, used: set[str]) -> Table:
              float(r["params"]) / 1e6, float(r["gflops"]), float(r["latency_ms"]), float(r["size_mb"])]
             for r in prof]
     return Table("c_efficiency", "(c) Efficiency at the profile's input size", header, body, "min", 2,
-                 note=f"From {profile_csv} (one forward pass, batch 1); bold = smallest. Latency is noisy "
-                      "on a shared CPU.", records=[dict(r) for r in prof])
+                 note=f"From {profile_csv} (one forward pass, batch 1, the models' default widths); bold = "
+                      "smallest. A preset may build a model slimmer than its default (the quick preset's "
+                      "unet_wide has 0.84 M parameters): see the study's config. Latency is noisy on a "
+                      "shared CPU.", records=[dict(r) for r in prof])
