@@ -57,7 +57,7 @@ def test_report_files_provenance_and_bold(study_dir, tmp_path):
     assert md.count("<sub>Provenance:") == 4  # every table carries it
     assert "| KM | **0.825 ± 0.007** | 0.725 ± 0.007 | 0.775 ± 0.071 |" in md  # best on UCL (S4)
     assert "| LM+KM | 0.805 ± 0.007 | **0.805 ± 0.007** | **0.805 ± 0.000** |" in md  # best on BIDMC, mean
-    assert "| LM | 0.740 ± 0.000 |" in md  # LM on UCL: one seed failed, one left
+    assert "| LM | 0.740 (n=1) |" in md  # LM on UCL: one seed failed, one left
     assert "| LM+KM | ✓ | ✓ |  |" in md and "diverged" in md  # check marks; failed trial listed
     tex = (out / "tables.tex").read_text()
     assert "\\textbf{0.825 $\\pm$ 0.007}" in tex and "\\checkmark" in tex and "% commit: abc1234" in tex
