@@ -28,4 +28,9 @@ TORCH_LIBRARY(relkd, m) {
       "Tensor s3, Tensor counts, float intra_weight, float inter_weight, float eps) -> (Tensor, Tensor)");
   m.def("kd_logits_loss(Tensor zs, Tensor zt, float temperature, bool check_finite) -> Tensor");
   m.def("kd_logits_loss_backward(Tensor grad, Tensor zs, Tensor zt, float temperature) -> (Tensor, Tensor)");
+  m.def(
+      "relation_kl_loss(Tensor fs, Tensor ft, float temperature, float eps, bool check_finite) -> (Tensor, Tensor)");
+  m.def(
+      "relation_kl_loss_backward(Tensor grad, Tensor fs, Tensor ft, Tensor stats, float temperature, float eps) "
+      "-> (Tensor, Tensor)");
 }

@@ -60,4 +60,26 @@ std::tuple<Tensor, Tensor> affinity_loss_backward(
 // --- kd_logits_loss: validation shared by the CPU and CUDA kernels --------------------------------
 void check_kd_inputs(const Tensor& zs, const Tensor& zt, double temperature);
 
+// --- relation_kl_loss ----------------------------------------------------------------------------
+// Per sample, unit pixel vectors as rows (x̂ [N, C]) and s_ij = ⟨x̂_i, x̂_j⟩ / τ. Row i's sums use a fixed
+// offset m_i = |x̂_i|·max_j |x̂_j| / τ ≥ max_j s_ij (Cauchy–Schwarz), so no running max is needed and
+// partial sums of any tiles simply add. Per-device hooks sweep the N×N pairs tile by tile.
+struct RelationKLKernels {
+  // xs [B,N,Cs], xt [B,N,Ct] unit rows (work dtype); offsets [B,2,N] (m_s, m_t) float64.
+  // Returns [B,3,N] float64: Σ_j e^{s_ij − m_s,i}, Σ_j e^{t_ij − m_t,i}, Σ_j e^{t_ij − m_t,i}(t_ij − s_ij).
+  Tensor (*row_sums)(const Tensor& xs, const Tensor& xt, const Tensor& offsets, double inv_tau);
+  // terms [B,5,N] float64: m_s, m_t, r_s = e^{m_s − lse_s}, r_t = e^{m_t − lse_t}, a = lse_t − lse_s + KL.
+  // Returns Σ_j G_ij x̂_j per row (work dtype) with G = W + Wᵀ; Ws_ij = p_s,ij − p_t,ij,
+  // Wt_ij = p_t,ij (t_ij − s_ij − a_i).
+  std::tuple<Tensor, Tensor> (*row_grads)(const Tensor& xs, const Tensor& xt, const Tensor& terms,
+                                          double inv_tau);
+};
+
+std::tuple<Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const Tensor& fs, const Tensor& ft,
+                                               double temperature, double eps, bool check_finite);
+std::tuple<Tensor, Tensor> relation_kl_backward(const RelationKLKernels& k, const Tensor& grad, const Tensor& fs,
+                                                const Tensor& ft, const Tensor& stats, double temperature,
+                                                double eps);
+void check_relation_kl_inputs(const Tensor& fs, const Tensor& ft, double temperature, double eps);
+
 }  // namespace relkd

@@ -62,6 +62,7 @@ PROVIDERS: dict[str, dict[str, Callable]] = {
     },
     "gram_loss": {"native": ops.gram_loss, "reference": ops.gram_loss_reference},
     "kd_logits_loss": {"native": ops.kd_logits_loss, "reference": ops.kd_logits_loss_reference},
+    "relation_kl_loss": {"native": ops.relation_kl_loss, "reference": ops.relation_kl_loss_reference},
 }
 
 
@@ -84,6 +85,7 @@ def cases(quick: bool = False) -> list[Case]:
                 flops=4 * _gemm_flops(4, 128, 1024),
             ),
             Case("kd_logits_loss", "B=4 K=2 128x128", _features(4, 2, 2, 128, 128), ("native", "reference")),
+            Case("relation_kl_loss", "B=2 C=64 32x32", _features(2, 64, 64, 32, 32), ("native", "reference")),
         ]
     return [
         Case(
@@ -125,6 +127,33 @@ def cases(quick: bool = False) -> list[Case]:
             "B=8 K=8 384x384",
             _features(8, 8, 8, 384, 384),
             ("native", "reference", *compiled),
+        ),
+        Case(
+            "relation_kl_loss",
+            "B=4 C=64 64x64",
+            _features(4, 64, 64, 64, 64),
+            ("native", "reference"),
+        ),
+        Case(
+            "relation_kl_loss",
+            "B=1 C=64 128x128",
+            _features(1, 64, 64, 128, 128),
+            ("native",),
+            note="eager reference needs N×N = 16384² matrices (several GB): not run",
+        ),
+        Case(
+            "relation_kl_loss",
+            "B=4 C=64 64x64 pool=2",
+            _features(4, 64, 64, 64, 64),
+            ("native", "reference"),
+            kwargs={"pool": 2},
+        ),
+        Case(
+            "relation_kl_loss",
+            "B=4 C=64 64x64 pool=4",
+            _features(4, 64, 64, 64, 64),
+            ("native", "reference"),
+            kwargs={"pool": 4},
         ),
     ]
 

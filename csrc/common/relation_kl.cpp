@@ -1,0 +1,88 @@
+// relation_kl_loss (DESIGN §3.4), the device-generic part: checks, the normalization and its chain rule,
+// and the per-row statistics → loss / backward terms. The O(N²) pair sweep is a per-device hook
+// (RelationKLKernels); everything here is O(B·N·C).
+//
+// Per sample, x̂_i = x_i / max(|x_i|, eps), s_ij = ⟨x̂_i, x̂_j⟩ / τ (t_ij likewise for the teacher) and
+//   lse_s(i) = m_s,i + log Σ_j e^{s_ij − m_s,i},   KL_i = Σ_j p_t,ij (t_ij − s_ij) − lse_t(i) + lse_s(i).
+// The offsets m_i = |x̂_i|·max_j |x̂_j| / τ bound row i from above, and the diagonal term keeps the sum
+// ≥ e^{−1/(4τ)}, so nothing overflows and (for τ > 1e-3) nothing underflows without a running max.
+#include <cmath>
+
+#include "../relkd.h"
+
+namespace relkd {
+namespace {
+
+struct Units {
+  Tensor x;       // [B, N, C] unit pixel vectors as rows, work dtype (float64 for float64 input, else float32)
+  Tensor offset;  // [B, N] float64 row offsets m_i
+};
+
+Tensor flat64(const Tensor& f) { return f.reshape({f.size(0), f.size(1), f.size(2) * f.size(3)}).to(at::kDouble); }
+
+// Norms in float64, then rounded once to the work dtype.
+Units unit_rows(const Tensor& f, double eps, double inv_tau) {
+  const Tensor x = flat64(f);
+  const Tensor norm = at::linalg_vector_norm(x, 2, {1}, /*keepdim=*/true);  // [B, 1, N]
+  const Tensor denom = norm.clamp_min(eps);
+  const Tensor n = (norm / denom).squeeze(1);  // |x̂_i| = min(1, |x_i| / eps): exactly 1 for most pixels
+  return {(x / denom).transpose(1, 2).to(acc_type(f)).contiguous(), n * n.amax(1, true) * inv_tau};
+}
+
+// Chain rule of x̂ = x / max(|x|, eps): gx = (g − x̂ (x̂·g)) / |x| for |x| > eps, g / eps otherwise.
+Tensor unit_rows_backward(const Tensor& f, const Tensor& g_rows, const Tensor& scale, double eps) {
+  const Tensor x = flat64(f);
+  const Tensor g = g_rows.transpose(1, 2).to(at::kDouble).mul_(scale);  // [B, C, N]
+  const Tensor norm = at::linalg_vector_norm(x, 2, {1}, /*keepdim=*/true);
+  const Tensor proj = at::where(norm > eps, (x * g).sum(1, true) / norm.square(), 0.0);
+  return (g - x * proj).div_(norm.clamp_min(eps)).to(f.scalar_type()).reshape(f.sizes());
+}
+
+}  // namespace
+
+void check_relation_kl_inputs(const Tensor& fs, const Tensor& ft, double temperature, double eps) {
+  check_feature_pair("relation_kl_loss", fs, ft, "fs", "ft");
+  TORCH_CHECK_VALUE(fs.size(2) == ft.size(2) && fs.size(3) == ft.size(3),
+                    "relation_kl_loss: spatial sizes differ (fs is ", fs.size(2), "x", fs.size(3), ", ft is ",
+                    ft.size(2), "x", ft.size(3), "); resize one of them first");
+  TORCH_CHECK_VALUE(temperature > 0 && std::isfinite(temperature),
+                    "relation_kl_loss: temperature must be positive and finite, got ", temperature);
+  TORCH_CHECK_VALUE(eps > 0, "relation_kl_loss: eps must be positive, got ", eps);
+}
+
+std::tuple<Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const Tensor& fs, const Tensor& ft,
+                                               double temperature, double eps, bool check_finite) {
+  check_relation_kl_inputs(fs, ft, temperature, eps);
+  const double inv_tau = 1.0 / temperature;
+  const Units s = unit_rows(fs, eps, inv_tau), t = unit_rows(ft, eps, inv_tau);
+  const Tensor sums = k.row_sums(s.x, t.x, at::stack({s.offset, t.offset}, 1), inv_tau);  // [B, 3, N]
+  const Tensor sum_s = sums.select(1, 0), sum_t = sums.select(1, 1), acc = sums.select(1, 2);
+  // KL_i = acc / Σ e_t + (m_s − m_t) + log(Σ e_s / Σ e_t): no difference of two large lse values.
+  const Tensor kl = acc / sum_t + (s.offset - t.offset) + (sum_s / sum_t).log();
+  const Tensor stats = at::stack({s.offset + sum_s.log(), t.offset + sum_t.log(), kl}, 1);  // lse_s, lse_t, KL
+  const int64_t B = fs.size(0), N = s.x.size(1);
+  const Tensor loss = (kl.sum() * (temperature * temperature / static_cast<double>(B * N))).to(fs.scalar_type());
+  if (check_finite) check_finite_result("relation_kl_loss", loss, {{"fs", fs}, {"ft", ft}});
+  return {loss, stats};
+}
+
+std::tuple<Tensor, Tensor> relation_kl_backward(const RelationKLKernels& k, const Tensor& grad, const Tensor& fs,
+                                                const Tensor& ft, const Tensor& stats, double temperature,
+                                                double eps) {
+  const double inv_tau = 1.0 / temperature;
+  const Units s = unit_rows(fs, eps, inv_tau), t = unit_rows(ft, eps, inv_tau);
+  const int64_t B = fs.size(0), N = s.x.size(1);
+  TORCH_CHECK_VALUE(stats.dim() == 3 && stats.size(0) == B && stats.size(1) == 3 && stats.size(2) == N &&
+                        stats.scalar_type() == at::kDouble,
+                    "relation_kl_loss_backward: stats must be float64 [B, 3, N] = [", B, ", 3, ", N, "], got ",
+                    stats.scalar_type(), " ", stats.sizes());
+  const Tensor lse_s = stats.select(1, 0), lse_t = stats.select(1, 1), kl = stats.select(1, 2);
+  const Tensor terms = at::stack(
+      {s.offset, t.offset, (s.offset - lse_s).exp(), (t.offset - lse_t).exp(), lse_t - lse_s + kl}, 1);
+  const auto [gs, gt] = k.row_grads(s.x, t.x, terms.contiguous(), inv_tau);
+  // dL/ds_ij carries τ²/(B·N) from the loss and 1/τ from s_ij = ⟨x̂_i, x̂_j⟩ / τ.
+  const Tensor scale = grad.to(at::kDouble) * (temperature / static_cast<double>(B * N));  // no host sync
+  return {unit_rows_backward(fs, gs, scale, eps), unit_rows_backward(ft, gt, scale, eps)};
+}
+
+}  // namespace relkd

@@ -1,0 +1,205 @@
+import pytest
+import torch
+from helpers import assert_matches, grads, layouts, near_pair, rel_err
+
+from relkd_bench import ops
+from relkd_bench.bench import peak_extra_mb
+from relkd_bench.ops import relation_kl_loss, relation_kl_loss_reference
+
+pytestmark = pytest.mark.skipif(not ops.native_available(), reason="relkd_bench._C is not built")
+
+
+def features(b, cs, ct, h, w, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, cs, h, w, generator=g, dtype=dtype), torch.randn(
+        b, ct, h, w, generator=g, dtype=dtype
+    )
+
+
+@pytest.mark.parametrize("cs,ct", [(3, 3), (4, 6)])
+def test_opcheck(cs, ct):
+    fs, ft = features(2, cs, ct, 5, 4)
+    for requires_grad in (False, True):
+        args = (fs.requires_grad_(requires_grad), ft.requires_grad_(requires_grad), 0.5, 1e-12, True)
+        torch.library.opcheck(torch.ops.relkd.relation_kl_loss.default, args)
+
+
+@pytest.mark.parametrize("tau", [0.3, 1.0])
+@pytest.mark.parametrize("cs,ct", [(3, 3), (2, 5)])
+def test_gradcheck_float64(cs, ct, tau):
+    fs, ft = features(2, cs, ct, 3, 4)
+    fs.requires_grad_(), ft.requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: relation_kl_loss(a, b, tau), (fs, ft))
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 1.0, 4.0])
+@pytest.mark.parametrize("cs,ct", [(1, 1), (8, 8), (64, 64), (8, 64), (64, 1)])
+@pytest.mark.parametrize("b,h,w", [(1, 1, 1), (2, 5, 17), (3, 17, 5), (1, 32, 32)])
+def test_matches_reference(b, cs, ct, h, w, tau):
+    fs, ft = features(b, cs, ct, h, w, seed=b * 100 + cs + ct + h)
+    assert_matches(relation_kl_loss, relation_kl_loss_reference, fs, ft, tau)
+
+
+def test_several_tiles_and_partial_tiles():
+    """N = 33·31 = 1023 pixels: 4 row blocks of the CPU tiling, the last one partial, odd block count."""
+    fs, ft = features(2, 5, 7, 33, 31)
+    assert_matches(relation_kl_loss, relation_kl_loss_reference, fs, ft, 0.5)
+
+
+@pytest.mark.parametrize("pool,h,w", [(2, 8, 6), (4, 17, 17), (3, 5, 7)])
+def test_pool(pool, h, w):
+    """pool > 1 average-pools both maps (ceil_mode: partial edge windows) before the relations."""
+    fs, ft = features(2, 4, 6, h, w)
+    assert_matches(relation_kl_loss, relation_kl_loss_reference, fs, ft, 0.5, pool)
+    pooled = torch.nn.functional.avg_pool2d(fs, pool, pool, ceil_mode=True)
+    pooled_t = torch.nn.functional.avg_pool2d(ft, pool, pool, ceil_mode=True)
+    torch.testing.assert_close(relation_kl_loss(fs, ft, 0.5, pool), relation_kl_loss(pooled, pooled_t, 0.5))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced", "strided"])
+def test_layouts(layout):
+    fs, ft = features(2, 8, 3, 7, 5)
+    expected = grads(relation_kl_loss_reference, fs, ft, 0.5)
+    actual = grads(relation_kl_loss, layouts(fs)[layout], layouts(ft)[layout], 0.5)
+    torch.testing.assert_close(actual, expected)
+
+
+def test_zero_pixel_vectors():
+    """Zero pixels have |x̂| = 0: their rows are uniform and the per-row offsets differ (general path)."""
+    fs, ft = features(2, 4, 6, 5, 5)
+    fs[0, :, 1, 2] = 0
+    fs[1, :, 4, :] = 0
+    ft[0, :, 0, 0] = 0
+    for tau in (0.05, 1.0):
+        assert_matches(relation_kl_loss, relation_kl_loss_reference, fs, ft, tau)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_extreme_logits(dtype):
+    """τ = 0.05 with aligned features (logits up to ±20, rows nearly one-hot): finite and exact."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(2, 16, 1, 1, generator=g, dtype=torch.float64)
+    fs = base.expand(2, 16, 8, 8) + 1e-3 * torch.randn(2, 16, 8, 8, generator=g, dtype=torch.float64)
+    ft = torch.randn(2, 16, 8, 8, generator=g, dtype=torch.float64)
+    loss, g_native = grads(relation_kl_loss, fs.to(dtype), ft.to(dtype), 0.05)
+    assert torch.isfinite(loss) and all(torch.isfinite(x).all() for x in g_native)
+    ref_loss, g_ref = grads(relation_kl_loss_reference, fs, ft, 0.05)
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    assert rel_err(loss, ref_loss) < tol
+    for a, e in zip(g_native, g_ref):
+        assert rel_err(a, e) < 10 * tol
+
+
+def test_tiny_temperature_is_finite():
+    """τ below 2/690 takes the clamped exponential; rows are one-hot, nothing overflows or underflows."""
+    fs, ft = features(1, 4, 4, 6, 6)
+    fs[0, :, 0, 0] = 0
+    loss, g = grads(relation_kl_loss, fs, ft, 1e-3)
+    assert torch.isfinite(loss) and all(torch.isfinite(x).all() for x in g)
+
+
+@pytest.mark.parametrize("delta", [1e-1, 1e-2, 1e-3])
+@pytest.mark.parametrize("cs,ct,tau", [(16, 16, 1.0), (16, 16, 0.5), (16, 24, 1.0)])
+def test_float32_accuracy_near_teacher(delta, cs, ct, tau):
+    """Student ≈ teacher (late training): float32 within 1e-5 (loss) / 1e-4 (grads) of float64."""
+    fs, ft = near_pair((2, cs, 16, 16), (2, cs, 16, 16), delta, seed=cs)
+    if ct != cs:  # a wider teacher whose extra channels are small: relations still nearly equal
+        ft = torch.cat([ft, delta * torch.randn(2, ct - cs, 16, 16, dtype=torch.float64)], dim=1)
+    loss64, g64 = grads(relation_kl_loss_reference, fs, ft, tau)
+    loss32, g32 = grads(relation_kl_loss, fs.float(), ft.float(), tau)
+    assert rel_err(loss32, loss64) < 1e-5
+    for a, e in zip(g32, g64):
+        assert rel_err(a, e) < 1e-4
+
+
+def test_memory_is_not_quadratic():
+    """N = 16384 pixels: one N×N float32 relation matrix alone is 1 GiB; the op stays under 100 MB."""
+    fs, ft = features(1, 64, 64, 128, 128, dtype=torch.float32)
+    leaves = (fs.requires_grad_(), ft.requires_grad_())
+
+    def run():
+        return torch.autograd.grad(relation_kl_loss(*leaves), leaves)
+
+    assert peak_extra_mb(run, torch.device("cpu")) < 100
+
+
+def test_torch_compile_fullgraph():
+    fs, ft = features(2, 4, 6, 5, 5, dtype=torch.float32)
+
+    def f(a, b):
+        return relation_kl_loss(a, b, 0.5) + relation_kl_loss(a, b, 2.0, pool=2)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(fs, ft), f(fs, ft))
+
+
+BAD_INPUTS = [
+    (lambda fs, ft: relation_kl_loss(fs[0], ft), ValueError, "fs must be 4-D"),
+    (lambda fs, ft: relation_kl_loss(fs, ft[:1]), ValueError, "batch sizes differ"),
+    (lambda fs, ft: relation_kl_loss(fs, ft[..., :2]), ValueError, "spatial sizes differ"),
+    (lambda fs, ft: relation_kl_loss(fs.long(), ft), TypeError, "floating-point"),
+    (lambda fs, ft: relation_kl_loss(fs, ft.double()), TypeError, "same dtype"),
+    (lambda fs, ft: relation_kl_loss(fs, ft, 0.0), ValueError, "temperature must be positive"),
+    (lambda fs, ft: relation_kl_loss(fs, ft, -1.0), ValueError, "temperature must be positive"),
+    (lambda fs, ft: relation_kl_loss(fs, ft, float("inf")), ValueError, "temperature must be positive"),
+    (lambda fs, ft: relation_kl_loss(fs, ft, "1"), TypeError, "temperature must be a number"),
+    (lambda fs, ft: relation_kl_loss(fs, ft, pool=0), ValueError, "pool must be >= 1"),
+    (lambda fs, ft: relation_kl_loss(fs, ft, pool=2.0), TypeError, "pool must be an int"),
+    (lambda fs, ft: relation_kl_loss(fs, ft, pool=True), TypeError, "pool must be an int"),
+    (lambda fs, ft: relation_kl_loss(fs, ft, eps=0.0), ValueError, "eps"),
+    (lambda fs, ft: relation_kl_loss(fs.half(), ft.half()), TypeError, "float32 and float64"),
+]
+
+
+@pytest.mark.parametrize("call,exc,message", BAD_INPUTS)
+def test_bad_input(call, exc, message):
+    fs, ft = features(2, 3, 4, 3, 3, dtype=torch.float32)
+    with pytest.raises(exc, match="relation_kl_loss") as info:
+        call(fs, ft)
+    assert message in str(info.value)
+
+
+def test_raw_op_checks():
+    fs, ft = features(2, 3, 4, 3, 3)
+    with pytest.raises(ValueError, match="relation_kl_loss: temperature must be positive"):
+        torch.ops.relkd.relation_kl_loss(fs, ft, 0.0, 1e-12, True)
+    with pytest.raises(ValueError, match="relation_kl_loss: spatial sizes differ"):
+        torch.ops.relkd.relation_kl_loss(fs, ft[..., :2], 1.0, 1e-12, True)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("which", ["fs", "ft"])
+def test_non_finite_input(value, which):
+    fs, ft = features(2, 3, 4, 3, 3, dtype=torch.float32)
+    (fs if which == "fs" else ft)[1, 2, 0, 1] = value
+    with pytest.raises(ValueError, match=f"relation_kl_loss: {which} contains NaN or Inf"):
+        relation_kl_loss(fs, ft)
+    assert not torch.isfinite(relation_kl_loss(fs, ft, check_finite=False))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("cs,ct,h,w", [(16, 16, 17, 16), (8, 32, 33, 40)])
+def test_cuda_matches_float64_reference(dtype, tol, cs, ct, h, w):
+    fs, ft = features(2, cs, ct, h, w)
+    loss64, g64 = grads(relation_kl_loss_reference, fs, ft, 0.5)
+    loss, g = grads(relation_kl_loss, fs.cuda().to(dtype), ft.cuda().to(dtype), 0.5)
+    assert rel_err(loss.cpu(), loss64) < tol
+    for a, e in zip(g, g64):
+        assert a.dtype == dtype and rel_err(a.cpu(), e) < 10 * tol
+
+
+@pytest.mark.cuda
+def test_cuda_float64_and_zero_pixels():
+    fs, ft = features(2, 4, 6, 9, 7)
+    fs[0, :, 1, 2] = 0
+    cuda = lambda a, b, tau: relation_kl_loss(a.cuda(), b.cuda(), tau).cpu()  # noqa: E731
+    for tau in (0.05, 1.0):
+        assert_matches(cuda, relation_kl_loss_reference, fs, ft, tau)
+
+
+@pytest.mark.cuda
+def test_cuda_opcheck():
+    fs, ft = features(2, 4, 6, 5, 4)
+    args = (fs.cuda().requires_grad_(), ft.cuda().requires_grad_(), 0.5, 1e-12, True)
+    torch.library.opcheck(torch.ops.relkd.relation_kl_loss.default, args)
