@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../relkd.h"
+#include "fast_math.h"
 
 namespace relkd {
 namespace {
@@ -26,33 +27,6 @@ namespace {
 constexpr int64_t kTile = 256;  // two 256×256 float32 tiles (s, t) = 512 KiB: L2-sized
 constexpr int64_t kLanes = 8;   // independent partial sums per row, so the row reductions vectorize
 constexpr int64_t kWorkspaceBytes = int64_t{32} << 20;  // per-partition accumulators, all together
-
-// exp(x) for x <= ~0 (the offsets bound every argument); same scheme as kd_logits.cpp: Cody–Waite
-// reduction and the Cephes rational approximation (~1 ulp). Arguments are ≥ −2/τ (cosines), so the
-// clamp at −700 that keeps the exponent trick valid is needed only for τ < 2/690 (kClamp). Without it the
-// loops are free of comparisons and vectorize (GCC does not if-convert a floating-point compare under
-// its default -ftrapping-math).
-constexpr double kClampBelowTau = 2.0 / 690.0;
-
-template <bool kClamp>
-inline double exp_bounded(double x) {
-  constexpr double kRound = 6755399441055744.0;  // 1.5·2^52
-  if constexpr (kClamp) x = x < -700.0 ? -700.0 : x;
-  const double t = x * 1.4426950408889634 + kRound;
-  const double n = t - kRound;
-  double r = x - n * 6.93145751953125e-1;
-  r -= n * 1.42860682030941723212e-6;
-  const double rr = r * r;
-  const double p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 1.0);
-  const double q =
-      ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr + 2.27265548208155028766e-1) * rr + 2.0;
-  uint64_t bits;
-  std::memcpy(&bits, &t, sizeof bits);
-  bits = (bits + 1023) << 52;
-  double scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return (1.0 + 2.0 * p / (q - p)) * scale;
-}
 
 struct Block {
   int64_t lo, len;
@@ -120,17 +94,10 @@ Tensor reduce_parts(const Tensor& ws) {
   return total;
 }
 
-// Calls fn(kUniform, kClamp) with both flags as compile-time constants.
+// Calls fn(kUniform) with the flag as a compile-time constant.
 template <typename Fn>
-void dispatch(bool is_uniform, double inv_tau, Fn fn) {
-  using T = std::true_type;
-  using F = std::false_type;
-  const bool clamp = inv_tau > 1.0 / kClampBelowTau;
-  if (is_uniform) {
-    clamp ? fn(T{}, T{}) : fn(T{}, F{});
-  } else {
-    clamp ? fn(F{}, T{}) : fn(F{}, F{});
-  }
+void dispatch(bool is_uniform, Fn fn) {
+  is_uniform ? fn(std::true_type{}) : fn(std::false_type{});
 }
 
 // Sum of a row buffer in kLanes independent partial sums (a strict-order reduction does not vectorize).
@@ -147,7 +114,7 @@ inline double lane_sum(const double* __restrict__ v, int64_t len) {
 
 // Forward tile: adds row i's three sums over j ∈ J, and (off the diagonal) row j's sums over i ∈ I.
 // Every loop below is a branch-free map over the columns, so it vectorizes.
-template <typename W, bool kUniform, bool kClamp>
+template <typename W, bool kUniform>
 void sums_tile(const W* __restrict__ s, const W* __restrict__ t, Block I, Block J, bool diagonal, double inv_tau,
                const double* __restrict__ ms, const double* __restrict__ mt, double* sum_s, double* sum_t,
                double* acc) {
@@ -162,8 +129,8 @@ void sums_tile(const W* __restrict__ s, const W* __restrict__ t, Block I, Block 
     const double ms_i = ms[i], mt_i = mt[i];
     for (int64_t c = 0; c < J.len; ++c) {
       const double sv = static_cast<double>(srow[c]) * inv_tau, tv = static_cast<double>(trow[c]) * inv_tau;
-      es[c] = exp_bounded<kClamp>(sv - ms_i);
-      et[c] = exp_bounded<kClamp>(tv - mt_i);
+      es[c] = exp_nonpositive(sv - ms_i);
+      et[c] = exp_nonpositive(tv - mt_i);
       ed[c] = et[c] * (tv - sv);
     }
     sum_s[i] += lane_sum(es, J.len), sum_t[i] += lane_sum(et, J.len), acc[i] += lane_sum(ed, J.len);
@@ -173,8 +140,8 @@ void sums_tile(const W* __restrict__ s, const W* __restrict__ t, Block I, Block 
     } else {
       for (int64_t c = 0; c < J.len; ++c) {
         const double sv = static_cast<double>(srow[c]) * inv_tau, tv = static_cast<double>(trow[c]) * inv_tau;
-        const double e_t = exp_bounded<kClamp>(tv - mt_j[c]);
-        cs[c] += exp_bounded<kClamp>(sv - ms_j[c]), ct[c] += e_t, ca[c] += e_t * (tv - sv);
+        const double e_t = exp_nonpositive(tv - mt_j[c]);
+        cs[c] += exp_nonpositive(sv - ms_j[c]), ct[c] += e_t, ca[c] += e_t * (tv - sv);
       }
     }
   }
@@ -184,16 +151,16 @@ void sums_tile(const W* __restrict__ s, const W* __restrict__ t, Block I, Block 
 
 // One row of the backward weights, in place on float64 buffers (sv, tv in; G_s, G_t out). js_* point at the
 // statistics of the columns' rows j.
-template <bool kUniform, bool kClamp>
+template <bool kUniform>
 void weights_row(double* __restrict__ gs, double* __restrict__ gt, int64_t len, double inv_tau, double ms_i,
                  double mt_i, double rs_i, double rt_i, double a_i, const double* __restrict__ ms_j,
                  const double* __restrict__ mt_j, const double* __restrict__ rs_j, const double* __restrict__ rt_j,
                  const double* __restrict__ a_j) {
   for (int64_t c = 0; c < len; ++c) {
     const double sv = gs[c] * inv_tau, tv = gt[c] * inv_tau;
-    const double es = exp_bounded<kClamp>(sv - ms_i), et = exp_bounded<kClamp>(tv - mt_i), d = tv - sv;
-    const double es_j = kUniform ? es : exp_bounded<kClamp>(sv - ms_j[c]);
-    const double et_j = kUniform ? et : exp_bounded<kClamp>(tv - mt_j[c]);
+    const double es = exp_nonpositive(sv - ms_i), et = exp_nonpositive(tv - mt_i), d = tv - sv;
+    const double es_j = kUniform ? es : exp_nonpositive(sv - ms_j[c]);
+    const double et_j = kUniform ? et : exp_nonpositive(tv - mt_j[c]);
     const double ps_i = es * rs_i, pt_i = et * rt_i, ps_j = es_j * rs_j[c], pt_j = et_j * rt_j[c];
     gs[c] = (ps_i - pt_i) + (ps_j - pt_j);
     gt[c] = pt_i * (d - a_i) + pt_j * (d - a_j[c]);
@@ -201,7 +168,7 @@ void weights_row(double* __restrict__ gs, double* __restrict__ gt, int64_t len, 
 }
 
 // Backward tile: overwrites s, t with G_s, G_t (G_ij = W_ij + W_ji, W from the statistics of each row).
-template <typename W, bool kUniform, bool kClamp>
+template <typename W, bool kUniform>
 void weights_tile(W* __restrict__ s, W* __restrict__ t, Block I, Block J, double inv_tau, const double* terms,
                   int64_t N) {
   const double *ms = terms, *mt = terms + N, *rs = terms + 2 * N, *rt = terms + 3 * N, *a = terms + 4 * N;
@@ -212,7 +179,7 @@ void weights_tile(W* __restrict__ s, W* __restrict__ t, Block I, Block J, double
     W* __restrict__ srow = s + r * J.len;
     W* __restrict__ trow = t + r * J.len;
     for (int64_t c = 0; c < J.len; ++c) gs[c] = static_cast<double>(srow[c]), gt[c] = static_cast<double>(trow[c]);
-    weights_row<kUniform, kClamp>(gs, gt, J.len, inv_tau, ms[i], mt[i], rs[i], rt[i], a[i], ms + j0, mt + j0,
+    weights_row<kUniform>(gs, gt, J.len, inv_tau, ms[i], mt[i], rs[i], rt[i], a[i], ms + j0, mt + j0,
                                   rs + j0, rt + j0, a + j0);
     for (int64_t c = 0; c < J.len; ++c) srow[c] = static_cast<W>(gs[c]), trow[c] = static_cast<W>(gt[c]);
   }
@@ -232,8 +199,8 @@ Tensor row_sums_impl(const Tensor& xs, const Tensor& xt, const Tensor& offsets, 
     const double *ms = m + b * 2 * N, *mt = ms + N;
     double* o = out + (part * B + b) * 3 * N;
     const bool diagonal = bi == bj;
-    dispatch(uniform(ms, I, J) && uniform(mt, I, J), inv_tau, [&](auto kUniform, auto kClamp) {
-      sums_tile<W, kUniform, kClamp>(vs.data_ptr<W>(), vt.data_ptr<W>(), I, J, diagonal, inv_tau, ms, mt, o, o + N,
+    dispatch(uniform(ms, I, J) && uniform(mt, I, J), [&](auto kUniform) {
+      sums_tile<W, kUniform>(vs.data_ptr<W>(), vt.data_ptr<W>(), I, J, diagonal, inv_tau, ms, mt, o, o + N,
                                      o + 2 * N);
     });
   });
@@ -252,8 +219,8 @@ std::tuple<Tensor, Tensor> row_grads_impl(const Tensor& xs, const Tensor& xt, co
     const Tensor xsb = xs[b], xtb = xt[b], gs = ws_s[part][b], gt = ws_t[part][b];
     tiles.compute(xsb, xtb, I, J, vs, vt);
     const double* tb = m + b * 5 * N;
-    dispatch(uniform(tb, I, J) && uniform(tb + N, I, J), inv_tau, [&](auto kUniform, auto kClamp) {
-      weights_tile<W, kUniform, kClamp>(vs.data_ptr<W>(), vt.data_ptr<W>(), I, J, inv_tau, tb, N);
+    dispatch(uniform(tb, I, J) && uniform(tb + N, I, J), [&](auto kUniform) {
+      weights_tile<W, kUniform>(vs.data_ptr<W>(), vt.data_ptr<W>(), I, J, inv_tau, tb, N);
     });
     // Row i gets Σ_j G_ij x̂_j; off the diagonal, row j gets Σ_i G_ij x̂_i as well.
     gs.narrow(0, I.lo, I.len).addmm_(vs, xsb.narrow(0, J.lo, J.len));
