@@ -32,7 +32,7 @@ def test_two_workers_share_a_postgres_study_without_duplicates(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RELKD_TEST_POSTGRES_URL"}
     # worker A gets the URL through the environment, worker B on its command line (both must stay silent)
     cmds = [([], {**env, "RELKD_STORAGE": URL}), (["--storage", URL], env)]
-    cli = [sys.executable, "-m", "relkd_bench.ablate", "--config", str(spec), "--no-report"]
+    cli = [sys.executable, "-m", "relkd_bench.ablate", "--config", str(spec), "--no-report", "--workers", "1"]
     procs = [subprocess.Popen([*cli, *extra], cwd=tmp_path, env=e, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for extra, e in cmds]
     outs = [p.communicate(timeout=120)[0] for p in procs]
