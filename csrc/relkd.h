@@ -46,6 +46,7 @@ struct AffinityKernels {
   // Pixels per work chunk are about chunk_elements / (Cs + Ct): the float64/float32 work buffers then
   // stay cache-sized on the CPU. A GPU takes whole samples.
   int64_t chunk_elements;
+  bool parallel_samples;  // CPU: one sample per thread
 };
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> affinity_loss_forward(

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -258,9 +258,10 @@ def git_commit() -> str:
         return "unknown"
 
 
-def run_all(quick: bool, device: torch.device, repeats: int) -> list[dict]:
+def run_all(quick: bool, device: torch.device, repeats: int, skip: tuple[str, ...] = ()) -> list[dict]:
     rows = []
     for case in cases(quick):
+        case = replace(case, providers=tuple(p for p in case.providers if p not in skip))
         for mode in ("fwd", "fwd+bwd"):
             base = None
             for provider in case.providers:
@@ -358,10 +359,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed repeats per case (default 5, quick 3)"
     )
+    parser.add_argument("--skip", nargs="*", default=(), help="providers to leave out, e.g. compiled")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     print(f"relkd ops benchmark on {machine()} (torch {torch.__version__}, backend {ops.backend()})")
-    rows = run_all(args.quick, device, args.repeats or (3 if args.quick else 5))
+    rows = run_all(args.quick, device, args.repeats or (3 if args.quick else 5), tuple(args.skip))
     print("\nspeed-up and memory ratio vs the eager reference (fwd+bwd):")
     for row in rows:
         if row["mode"] == "fwd+bwd" and row.get("provider") not in ("reference", None) and "median_ms" in row:

@@ -11,6 +11,8 @@
 // and the gradients.
 #include "../relkd.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -68,11 +70,25 @@ class Blocks {
     Tensor xs, xt, a, b, index;  // index: pixel positions [n] (undefined: the range [start, start + n))
     int64_t start, n;
   };
+  // Samples run in parallel when the device asks for it (CPU: one sample per thread, everything inside
+  // single-threaded, which beats handing many small GEMMs and pixel loops between threads); fn must only
+  // touch sample b's outputs.
   template <typename Fn>
   void for_each_chunk(Fn fn) const {
-    const int64_t B = counts_.size(0), K = counts_.size(1);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t j = 0; j < K; ++j)
+    const int64_t B = counts_.size(0);
+    if (k_.parallel_samples) {
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) sample_chunks(b, fn);
+      });
+    } else {
+      for (int64_t b = 0; b < B; ++b) sample_chunks(b, fn);
+    }
+  }
+
+  template <typename Fn>
+  void sample_chunks(int64_t b, Fn& fn) const {
+    const int64_t K = counts_.size(1);
+    for (int64_t j = 0; j < K; ++j)
         for (int64_t lo = offsets_[b * (K + 1) + j], hi = offsets_[b * (K + 1) + j + 1]; lo < hi; lo += chunk_) {
           Chunk c{{}, {}, {}, {}, {}, lo, std::min(chunk_, hi - lo)};
           if (order_.defined()) {

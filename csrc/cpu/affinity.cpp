@@ -139,7 +139,8 @@ void normalize_backward_cpu(const Tensor& xs, const Tensor& xt, const Tensor& ga
   });
 }
 
-constexpr AffinityKernels kCpuKernels{&normalize_cpu, &normalize_backward_cpu, /*chunk_elements=*/1 << 17};
+constexpr AffinityKernels kCpuKernels{&normalize_cpu, &normalize_backward_cpu, /*chunk_elements=*/1 << 17,
+                                        /*parallel_samples=*/true};
 
 void check_cpu(const Tensor& fs) {
   TORCH_CHECK_TYPE(fs.scalar_type() == at::kFloat || fs.scalar_type() == at::kDouble,

@@ -114,7 +114,7 @@ void normalize_backward_cuda(const Tensor& xs, const Tensor& xt, const Tensor& g
 }
 
 const AffinityKernels kCudaKernels{&normalize_cuda, &normalize_backward_cuda,
-                                   /*chunk_elements=*/int64_t{1} << 62};
+                                   /*chunk_elements=*/int64_t{1} << 62, /*parallel_samples=*/false};
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft,
                                                                 const std::optional<Tensor>& labels,
