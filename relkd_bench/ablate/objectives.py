@@ -96,7 +96,8 @@ def _teacher_heldout(cfg: Any, checkpoint: Path) -> dict[str, float | None]:
                                           batch_size=cfg.train.eval_batch_size)
     out = {"teacher_heldout_dice": _num(table["all"].get("dice")),
            "teacher_heldout_hd95": _num(table["all"].get("hd95"))}
-    tmp = cached.with_suffix(".tmp")
+    # Workers that finish with the same teacher at the same moment each write their own temp file.
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(out))
     tmp.replace(cached)
     return out
