@@ -23,7 +23,27 @@ REPO = Path(__file__).resolve().parents[1]
 MODULES = ["none", "LM", "KM", "AA", "LM+KM", "LM+AA", "KM+AA", "LM+KM+AA"]
 
 
-def test_two_workers_share_a_postgres_study_without_duplicates(tmp_path):
+@pytest.fixture
+def empty_schema_url():
+    """The server's URL pointed at a new, empty schema: the first workers must create Optuna's tables."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"relkd_test_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(URL.replace("postgresql://", "postgresql+psycopg2://", 1))
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in URL else "?"
+    try:
+        yield f"{URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+def test_two_workers_share_a_postgres_study_without_duplicates(tmp_path, empty_schema_url):
+    # Both workers start at once on an empty database: creating Optuna's tables must not race.
+    url = empty_schema_url
     name = f"pgtest_{uuid.uuid4().hex[:8]}"
     spec = tmp_path / "pg.yaml"
     spec.write_text(yaml.safe_dump({"name": name, "objective": "smoke", "smoke": {"seconds": 0.3},
@@ -31,16 +51,16 @@ def test_two_workers_share_a_postgres_study_without_duplicates(tmp_path):
                                     "heartbeat": {"interval": 1, "grace": 30}}))
     env = {k: v for k, v in os.environ.items() if k != "RELKD_TEST_POSTGRES_URL"}
     # worker A gets the URL through the environment, worker B on its command line (both must stay silent)
-    cmds = [([], {**env, "RELKD_STORAGE": URL}), (["--storage", URL], env)]
+    cmds = [([], {**env, "RELKD_STORAGE": url}), (["--storage", url], env)]
     cli = [sys.executable, "-m", "relkd_bench.ablate", "--config", str(spec), "--no-report", "--workers", "1"]
     procs = [subprocess.Popen([*cli, *extra], cwd=tmp_path, env=e, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for extra, e in cmds]
     outs = [p.communicate(timeout=120)[0] for p in procs]
-    store = make_storage(URL, name)
+    store = make_storage(url, name)
     try:
         for p, out in zip(procs, outs):
             assert p.returncode == 0, out
-        password = urlsplit(URL).password
+        password = urlsplit(url).password
         assert password and all(password not in out for out in outs)
         assert all("***" in out for out in outs)  # the masked location is shown instead
         study = optuna.load_study(study_name=name, storage=store.storage)

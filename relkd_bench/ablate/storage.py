@@ -102,6 +102,34 @@ def _pg_url(url: str) -> str:
     return f"{scheme}://{rest}"
 
 
+# Advisory-lock key under which workers create Optuna's tables (any fixed 64-bit number).
+_SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"relkd:optuna-schema").digest()[:8], "big", signed=True)
+
+
+def _open_postgres(url: str) -> optuna.storages.RDBStorage:
+    """RDBStorage on PostgreSQL, with table creation serialized between processes.
+
+    On an empty database RDBStorage creates its tables, enum types and alembic version row; two
+    workers starting at once race on them (UniqueViolation). A session-level advisory lock, held on a
+    connection of its own while the storage opens, lets one worker create the schema and the others
+    find it done. The server frees the lock if the process dies.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    guard = create_engine(url, poolclass=NullPool)
+    try:
+        with guard.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+                conn.commit()
+    finally:
+        guard.dispose()
+
+
 def make_storage(url: str | None, study: str, runs_dir: str | Path = "runs") -> StudyStore:
     """Open the storage for ``study`` (see the module docstring for the accepted forms)."""
     url = url or os.environ.get(STORAGE_ENV) or None
@@ -122,7 +150,6 @@ def make_storage(url: str | None, study: str, runs_dir: str | Path = "runs") -> 
         lock = path.with_name(path.name + ".relkd-lock") if path is not None else None
         return StudyStore(storage, "sqlite", url, url, lock)
     if scheme.startswith("postgres"):
-        storage = optuna.storages.RDBStorage(_pg_url(url), engine_kwargs={"pool_pre_ping": True})
-        return StudyStore(storage, "postgresql", redact(url), url)
+        return StudyStore(_open_postgres(_pg_url(url)), "postgresql", redact(url), url)
     raise ValueError(f"unsupported storage {redact(url)!r}: use a journal file path, sqlite:///PATH or "
                      "postgresql://USER@HOST/DB")
