@@ -50,15 +50,27 @@ def extension():
     # -fno-trapping-math lets GCC if-convert and vectorize the NaN-propagating selects of the pixel loops
     # (it changes no result). The C++ standard comes from torch (C++17 before 2.14, C++20 from 2.14).
     cxx = ["-O3", "-fno-trapping-math"]
+    link = []
+    # at::parallel_for is a header template: without OpenMP in this extension's own compile it runs every
+    # kernel on one thread. torch's libgomp (same soname) is already loaded, so no second runtime appears.
+    if torch._C.has_openmp:
+        cxx.append("-fopenmp")
+        link.append("-fopenmp")
     extra = {"cxx": cxx}
     if want_cuda():
         sources += sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("csrc/cuda/*.cu"))
         cxx.append("-DRELKD_WITH_CUDA")
         extra["nvcc"] = ["-O3", "-DRELKD_WITH_CUDA", "--expt-relaxed-constexpr"]
         return cpp_extension.CUDAExtension(
-            "relkd_bench._C", sources, extra_compile_args=extra, include_dirs=cuda_include_dirs()
+            "relkd_bench._C",
+            sources,
+            extra_compile_args=extra,
+            extra_link_args=link,
+            include_dirs=cuda_include_dirs(),
         )
-    return cpp_extension.CppExtension("relkd_bench._C", sources, extra_compile_args=extra)
+    return cpp_extension.CppExtension(
+        "relkd_bench._C", sources, extra_compile_args=extra, extra_link_args=link
+    )
 
 
 setup(
