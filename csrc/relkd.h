@@ -65,15 +65,27 @@ void check_kd_inputs(const Tensor& zs, const Tensor& zt, double temperature);
 // Per sample, unit pixel vectors as rows (x̂ [N, C]) and s_ij = ⟨x̂_i, x̂_j⟩ / τ. Row i's sums use a fixed
 // offset m_i = |x̂_i|·max_j |x̂_j| / τ ≥ max_j s_ij (Cauchy–Schwarz), so no running max is needed and
 // partial sums of any tiles simply add. Per-device hooks sweep the N×N pairs tile by tile.
+// The kernels never form t_ij − s_ij as a difference of two separately rounded inner products: when
+// Cs = Ct the rows come with dl, dr such that d = dl drᵀ = X̂t X̂tᵀ − X̂s X̂sᵀ (dl = [x̂t | e],
+// dr = [e | x̂s], e = x̂t − x̂s taken in float64), so d keeps its digits when the student nears the teacher;
+// t_ij = s_ij + d_ij. When Cs ≠ Ct there is no such form and d = X̂t X̂tᵀ − X̂s X̂sᵀ is taken in the work
+// dtype (float64 on the CPU, see RelationKLKernels::float64_when_channels_differ).
+struct RelationRows {
+  Tensor xs, xt;   // [B,N,Cs], [B,N,Ct] unit rows, work dtype, contiguous
+  Tensor dl, dr;   // [B,N,2C] work dtype when Cs = Ct, else undefined
+  Tensor offsets;  // [B,2,N] float64: m_s, m_t
+};
+
 struct RelationKLKernels {
-  // xs [B,N,Cs], xt [B,N,Ct] unit rows (work dtype); offsets [B,2,N] (m_s, m_t) float64.
   // Returns [B,3,N] float64: Σ_j e^{s_ij − m_s,i}, Σ_j e^{t_ij − m_t,i}, Σ_j e^{t_ij − m_t,i}(t_ij − s_ij).
-  Tensor (*row_sums)(const Tensor& xs, const Tensor& xt, const Tensor& offsets, double inv_tau);
+  Tensor (*row_sums)(const RelationRows& rows, double inv_tau);
   // terms [B,5,N] float64: m_s, m_t, r_s = e^{m_s − lse_s}, r_t = e^{m_t − lse_t}, a = lse_t − lse_s + KL.
   // Returns Σ_j G_ij x̂_j per row (work dtype) with G = W + Wᵀ; Ws_ij = p_s,ij − p_t,ij,
   // Wt_ij = p_t,ij (t_ij − s_ij − a_i).
-  std::tuple<Tensor, Tensor> (*row_grads)(const Tensor& xs, const Tensor& xt, const Tensor& terms,
-                                          double inv_tau);
+  std::tuple<Tensor, Tensor> (*row_grads)(const RelationRows& rows, const Tensor& terms, double inv_tau);
+  // Cs ≠ Ct with float32 (or narrower) input: take the inner products in float64 (accurate gradients as the
+  // student nears the teacher; CPU) or in float32 (GPU throughput).
+  bool float64_when_channels_differ;
 };
 
 std::tuple<Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const Tensor& fs, const Tensor& ft,

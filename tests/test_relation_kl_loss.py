@@ -99,9 +99,14 @@ def test_tiny_temperature_is_finite():
 
 
 @pytest.mark.parametrize("delta", [1e-1, 1e-2, 1e-3])
-@pytest.mark.parametrize("cs,ct,tau", [(16, 16, 1.0), (16, 16, 0.5), (16, 24, 1.0)])
+@pytest.mark.parametrize("tau", [0.1, 0.5, 1.0, 4.0])
+@pytest.mark.parametrize("cs,ct", [(16, 16), (64, 64), (16, 24), (8, 64)])
 def test_float32_accuracy_near_teacher(delta, cs, ct, tau):
-    """Student ≈ teacher (late training): float32 within 1e-5 (loss) / 1e-4 (grads) of float64."""
+    """Student ≈ teacher (late training): float32 within 1e-5 (loss) / 1e-4 (grads) of float64.
+
+    The float64 reference sees the unrounded features, so the float32 rounding of the inputs counts against
+    the kernel too (measured: that alone moves the gradients by ~3e-5 at δ = 1e-3).
+    """
     fs, ft = near_pair((2, cs, 16, 16), (2, cs, 16, 16), delta, seed=cs)
     if ct != cs:  # a wider teacher whose extra channels are small: relations still nearly equal
         ft = torch.cat([ft, delta * torch.randn(2, ct - cs, 16, 16, dtype=torch.float64)], dim=1)

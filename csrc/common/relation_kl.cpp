@@ -13,20 +13,38 @@
 namespace relkd {
 namespace {
 
-struct Units {
-  Tensor x;       // [B, N, C] unit pixel vectors as rows, work dtype (float64 for float64 input, else float32)
-  Tensor offset;  // [B, N] float64 row offsets m_i
-};
-
 Tensor flat64(const Tensor& f) { return f.reshape({f.size(0), f.size(1), f.size(2) * f.size(3)}).to(at::kDouble); }
 
-// Norms in float64, then rounded once to the work dtype.
-Units unit_rows(const Tensor& f, double eps, double inv_tau) {
+// Unit rows x̂ [B, N, C] in float64 and the row offsets m_i [B, N].
+std::pair<Tensor, Tensor> unit_rows64(const Tensor& f, double eps, double inv_tau) {
   const Tensor x = flat64(f);
   const Tensor norm = at::linalg_vector_norm(x, 2, {1}, /*keepdim=*/true);  // [B, 1, N]
   const Tensor denom = norm.clamp_min(eps);
   const Tensor n = (norm / denom).squeeze(1);  // |x̂_i| = min(1, |x_i| / eps): exactly 1 for most pixels
-  return {(x / denom).transpose(1, 2).to(acc_type(f)).contiguous(), n * n.amax(1, true) * inv_tau};
+  return {(x / denom).transpose(1, 2), n * n.amax(1, true) * inv_tau};
+}
+
+// [a | b] along the channels, rounded once to `dtype`.
+Tensor concat_channels(const Tensor& a, const Tensor& b, at::ScalarType dtype) {
+  Tensor out = at::empty({a.size(0), a.size(1), a.size(2) + b.size(2)}, a.options().dtype(dtype));
+  out.narrow(2, 0, a.size(2)).copy_(a);
+  out.narrow(2, a.size(2), b.size(2)).copy_(b);
+  return out;
+}
+
+RelationRows relation_rows(const RelationKLKernels& k, const Tensor& fs, const Tensor& ft, double eps,
+                           double inv_tau) {
+  const bool same = fs.size(1) == ft.size(1);
+  const auto work = same || !k.float64_when_channels_differ ? acc_type(fs) : at::kDouble;
+  const auto [us, ms] = unit_rows64(fs, eps, inv_tau);
+  const auto [ut, mt] = unit_rows64(ft, eps, inv_tau);
+  RelationRows rows{us.to(work).contiguous(), ut.to(work).contiguous(), {}, {}, at::stack({ms, mt}, 1)};
+  if (same) {
+    const Tensor e = ut - us;  // float64: keeps its digits when the student nears the teacher
+    rows.dl = concat_channels(ut, e, work);
+    rows.dr = concat_channels(e, us, work);
+  }
+  return rows;
 }
 
 // Chain rule of x̂ = x / max(|x|, eps): gx = (g − x̂ (x̂·g)) / |x| for |x| > eps, g / eps otherwise.
@@ -54,13 +72,14 @@ std::tuple<Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const
                                                double temperature, double eps, bool check_finite) {
   check_relation_kl_inputs(fs, ft, temperature, eps);
   const double inv_tau = 1.0 / temperature;
-  const Units s = unit_rows(fs, eps, inv_tau), t = unit_rows(ft, eps, inv_tau);
-  const Tensor sums = k.row_sums(s.x, t.x, at::stack({s.offset, t.offset}, 1), inv_tau);  // [B, 3, N]
+  const RelationRows rows = relation_rows(k, fs, ft, eps, inv_tau);
+  const Tensor sums = k.row_sums(rows, inv_tau);  // [B, 3, N]
   const Tensor sum_s = sums.select(1, 0), sum_t = sums.select(1, 1), acc = sums.select(1, 2);
+  const Tensor ms = rows.offsets.select(1, 0), mt = rows.offsets.select(1, 1);
   // KL_i = acc / Σ e_t + (m_s − m_t) + log(Σ e_s / Σ e_t): no difference of two large lse values.
-  const Tensor kl = acc / sum_t + (s.offset - t.offset) + (sum_s / sum_t).log();
-  const Tensor stats = at::stack({s.offset + sum_s.log(), t.offset + sum_t.log(), kl}, 1);  // lse_s, lse_t, KL
-  const int64_t B = fs.size(0), N = s.x.size(1);
+  const Tensor kl = acc / sum_t + (ms - mt) + (sum_s / sum_t).log();
+  const Tensor stats = at::stack({ms + sum_s.log(), mt + sum_t.log(), kl}, 1);  // lse_s, lse_t, KL
+  const int64_t B = fs.size(0), N = rows.xs.size(1);
   const Tensor loss = (kl.sum() * (temperature * temperature / static_cast<double>(B * N))).to(fs.scalar_type());
   if (check_finite) check_finite_result("relation_kl_loss", loss, {{"fs", fs}, {"ft", ft}});
   return {loss, stats};
@@ -70,16 +89,16 @@ std::tuple<Tensor, Tensor> relation_kl_backward(const RelationKLKernels& k, cons
                                                 const Tensor& ft, const Tensor& stats, double temperature,
                                                 double eps) {
   const double inv_tau = 1.0 / temperature;
-  const Units s = unit_rows(fs, eps, inv_tau), t = unit_rows(ft, eps, inv_tau);
-  const int64_t B = fs.size(0), N = s.x.size(1);
+  const RelationRows rows = relation_rows(k, fs, ft, eps, inv_tau);
+  const int64_t B = fs.size(0), N = rows.xs.size(1);
   TORCH_CHECK_VALUE(stats.dim() == 3 && stats.size(0) == B && stats.size(1) == 3 && stats.size(2) == N &&
                         stats.scalar_type() == at::kDouble,
                     "relation_kl_loss_backward: stats must be float64 [B, 3, N] = [", B, ", 3, ", N, "], got ",
                     stats.scalar_type(), " ", stats.sizes());
   const Tensor lse_s = stats.select(1, 0), lse_t = stats.select(1, 1), kl = stats.select(1, 2);
-  const Tensor terms = at::stack(
-      {s.offset, t.offset, (s.offset - lse_s).exp(), (t.offset - lse_t).exp(), lse_t - lse_s + kl}, 1);
-  const auto [gs, gt] = k.row_grads(s.x, t.x, terms.contiguous(), inv_tau);
+  const Tensor ms = rows.offsets.select(1, 0), mt = rows.offsets.select(1, 1);
+  const Tensor terms = at::stack({ms, mt, (ms - lse_s).exp(), (mt - lse_t).exp(), lse_t - lse_s + kl}, 1);
+  const auto [gs, gt] = k.row_grads(rows, terms.contiguous(), inv_tau);
   // dL/ds_ij carries τ²/(B·N) from the loss and 1/τ from s_ij = ⟨x̂_i, x̂_j⟩ / τ.
   const Tensor scale = grad.to(at::kDouble) * (temperature / static_cast<double>(B * N));  // no host sync
   return {unit_rows_backward(fs, gs, scale, eps), unit_rows_backward(ft, gt, scale, eps)};

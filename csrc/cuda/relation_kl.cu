@@ -20,20 +20,27 @@ int64_t panel_width(int64_t B, int64_t N, int64_t element_size) {
   return std::min(N, std::max<int64_t>(32, kPanelBytes / (2 * B * N * element_size)));
 }
 
-// ps, pt = X̂s X̂s_Jᵀ, X̂t X̂t_Jᵀ for the columns [j0, j0 + w), as contiguous [B, N, w] views of the buffers.
-void panels(const Tensor& xs, const Tensor& xt, int64_t j0, int64_t w, const Tensor& buf_s, const Tensor& buf_t,
-            Tensor& ps, Tensor& pt) {
+// ps = X̂s X̂s_Jᵀ and pd = X̂t X̂t_Jᵀ − ps for the columns [j0, j0 + w), as contiguous [B, N, w] views of the
+// buffers.
+void panels(const RelationRows& rows, int64_t j0, int64_t w, const Tensor& buf_s, const Tensor& buf_d, Tensor& ps,
+            Tensor& pd) {
+  const Tensor &xs = rows.xs, &xt = rows.xt;
   const int64_t B = xs.size(0), N = xs.size(1);
   ps = buf_s.narrow(0, 0, B * N * w).view({B, N, w});
-  pt = buf_t.narrow(0, 0, B * N * w).view({B, N, w});
+  pd = buf_d.narrow(0, 0, B * N * w).view({B, N, w});
   at::bmm_out(ps, xs, xs.narrow(1, j0, w).transpose(1, 2));
-  at::bmm_out(pt, xt, xt.narrow(1, j0, w).transpose(1, 2));
+  if (rows.dl.defined()) {
+    at::bmm_out(pd, rows.dl, rows.dr.narrow(1, j0, w).transpose(1, 2));
+  } else {
+    at::bmm_out(pd, xt, xt.narrow(1, j0, w).transpose(1, 2));
+    pd.sub_(ps);
+  }
 }
 
 // One warp per row (b, i): adds Σ_j e^{s_ij − m_s,i}, Σ_j e^{t_ij − m_t,i}, Σ_j e^{t_ij − m_t,i}(t_ij − s_ij)
 // over the panel's w columns. Panels run one after another on the stream, so each row has one writer.
 template <typename W>
-__global__ void row_sums_kernel(const W* __restrict__ s, const W* __restrict__ t, int64_t rows, int64_t N,
+__global__ void row_sums_kernel(const W* __restrict__ s, const W* __restrict__ d, int64_t rows, int64_t N,
                                 int64_t w, double inv_tau, const double* __restrict__ offsets,
                                 double* __restrict__ sums) {
   const int lane = threadIdx.x % 32;
@@ -45,11 +52,11 @@ __global__ void row_sums_kernel(const W* __restrict__ s, const W* __restrict__ t
     double es = 0.0, et = 0.0, ea = 0.0;
     for (int64_t c = lane; c < w; c += 32) {
       const double sv = static_cast<double>(s[row * w + c]) * inv_tau;
-      const double tv = static_cast<double>(t[row * w + c]) * inv_tau;
-      const double e_t = exp(tv - mt);
+      const double dv = static_cast<double>(d[row * w + c]) * inv_tau;
+      const double e_t = exp(sv + dv - mt);
       es += exp(sv - ms);
       et += e_t;
-      ea += e_t * (tv - sv);
+      ea += e_t * dv;
     }
     for (int offset = 16; offset > 0; offset /= 2) {
       es += __shfl_down_sync(0xffffffffu, es, offset);
@@ -65,37 +72,39 @@ __global__ void row_sums_kernel(const W* __restrict__ s, const W* __restrict__ t
   }
 }
 
-// In place: s_ij, t_ij → G_s,ij = (p_s − p_t)_ij + (p_s − p_t)_ji and
+// In place: s_ij, d_ij → G_s,ij = (p_s − p_t)_ij + (p_s − p_t)_ji and
 // G_t,ij = p_t,ij (d_ij − a_i) + p_t,ji (d_ij − a_j), d = t − s, with p from each row's own statistics.
 template <typename W>
-__global__ void weights_kernel(W* __restrict__ s, W* __restrict__ t, int64_t B, int64_t N, int64_t j0, int64_t w,
+__global__ void weights_kernel(W* __restrict__ s, W* __restrict__ dd, int64_t B, int64_t N, int64_t j0, int64_t w,
                                double inv_tau, const double* __restrict__ terms) {
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < B * N * w;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = idx / w, b = row / N, i = row % N, j = j0 + idx % w;
     const double* ms = terms + 5 * b * N;
     const double *mt = ms + N, *rs = ms + 2 * N, *rt = ms + 3 * N, *a = ms + 4 * N;
-    const double sv = static_cast<double>(s[idx]) * inv_tau, tv = static_cast<double>(t[idx]) * inv_tau;
-    const double d = tv - sv;
+    const double sv = static_cast<double>(s[idx]) * inv_tau, d = static_cast<double>(dd[idx]) * inv_tau;
+    const double tv = sv + d;
     const double ps_i = exp(sv - ms[i]) * rs[i], pt_i = exp(tv - mt[i]) * rt[i];
     const double ps_j = exp(sv - ms[j]) * rs[j], pt_j = exp(tv - mt[j]) * rt[j];
     s[idx] = static_cast<W>((ps_i - pt_i) + (ps_j - pt_j));
-    t[idx] = static_cast<W>(pt_i * (d - a[i]) + pt_j * (d - a[j]));
+    dd[idx] = static_cast<W>(pt_i * (d - a[i]) + pt_j * (d - a[j]));
   }
 }
 
-Tensor row_sums_cuda(const Tensor& xs, const Tensor& xt, const Tensor& offsets, double inv_tau) {
+Tensor row_sums_cuda(const RelationRows& rows, double inv_tau) {
+  const Tensor& xs = rows.xs;
+  const Tensor& offsets = rows.offsets;
   const int64_t B = xs.size(0), N = xs.size(1), bc = panel_width(B, N, xs.element_size());
   Tensor sums = at::zeros({B, 3, N}, offsets.options());
   const Tensor buf_s = at::empty({B * N * bc}, xs.options()), buf_t = at::empty_like(buf_s);
   const auto stream = at::cuda::getCurrentCUDAStream();
   for (int64_t j0 = 0; j0 < N; j0 += bc) {
     const int64_t w = std::min(bc, N - j0);
-    Tensor ps, pt;
-    panels(xs, xt, j0, w, buf_s, buf_t, ps, pt);
+    Tensor ps, pd;
+    panels(rows, j0, w, buf_s, buf_t, ps, pd);
     AT_DISPATCH_FLOATING_TYPES(xs.scalar_type(), "relation_kl_loss", [&] {
       row_sums_kernel<scalar_t><<<blocks_for(B * N * 32), kThreads, 0, stream>>>(
-          ps.data_ptr<scalar_t>(), pt.data_ptr<scalar_t>(), B * N, N, w, inv_tau, offsets.data_ptr<double>(),
+          ps.data_ptr<scalar_t>(), pd.data_ptr<scalar_t>(), B * N, N, w, inv_tau, offsets.data_ptr<double>(),
           sums.data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -103,28 +112,28 @@ Tensor row_sums_cuda(const Tensor& xs, const Tensor& xt, const Tensor& offsets, 
   return sums;
 }
 
-std::tuple<Tensor, Tensor> row_grads_cuda(const Tensor& xs, const Tensor& xt, const Tensor& terms,
-                                          double inv_tau) {
+std::tuple<Tensor, Tensor> row_grads_cuda(const RelationRows& rows, const Tensor& terms, double inv_tau) {
+  const Tensor &xs = rows.xs, &xt = rows.xt;
   const int64_t B = xs.size(0), N = xs.size(1), bc = panel_width(B, N, xs.element_size());
   Tensor gs = at::zeros_like(xs), gt = at::zeros_like(xt);
   const Tensor buf_s = at::empty({B * N * bc}, xs.options()), buf_t = at::empty_like(buf_s);
   const auto stream = at::cuda::getCurrentCUDAStream();
   for (int64_t j0 = 0; j0 < N; j0 += bc) {
     const int64_t w = std::min(bc, N - j0);
-    Tensor ps, pt;
-    panels(xs, xt, j0, w, buf_s, buf_t, ps, pt);
+    Tensor ps, pd;
+    panels(rows, j0, w, buf_s, buf_t, ps, pd);
     AT_DISPATCH_FLOATING_TYPES(xs.scalar_type(), "relation_kl_loss_backward", [&] {
       weights_kernel<scalar_t><<<blocks_for(B * N * w), kThreads, 0, stream>>>(
-          ps.data_ptr<scalar_t>(), pt.data_ptr<scalar_t>(), B, N, j0, w, inv_tau, terms.data_ptr<double>());
+          ps.data_ptr<scalar_t>(), pd.data_ptr<scalar_t>(), B, N, j0, w, inv_tau, terms.data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     gs.baddbmm_(ps, xs.narrow(1, j0, w));  // row i += Σ_{j ∈ J} G_s,ij x̂_j
-    gt.baddbmm_(pt, xt.narrow(1, j0, w));
+    gt.baddbmm_(pd, xt.narrow(1, j0, w));
   }
   return {gs, gt};
 }
 
-const RelationKLKernels kCudaKernels{&row_sums_cuda, &row_grads_cuda};
+const RelationKLKernels kCudaKernels{&row_sums_cuda, &row_grads_cuda, /*float64_when_channels_differ=*/false};
 
 std::tuple<Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft, double temperature, double eps,
                                         bool check_finite) {

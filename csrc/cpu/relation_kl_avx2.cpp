@@ -1,0 +1,10 @@
+// The relation_kl_loss tile kernels built for AVX2+FMA (4 float64 lanes); relation_kl.cpp uses them when
+// the CPU has both. Nothing but the kernels is compiled with the wider ISA.
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define RELKD_ISA avx2
+#include "relation_kl_kernels.h"
+#undef RELKD_ISA
+#pragma GCC pop_options
+#endif

@@ -1,0 +1,123 @@
+// Tile kernels of relation_kl_loss on the CPU, compiled once per instruction set: relation_kl.cpp includes
+// this file for the baseline ISA and relation_kl_avx2.cpp for AVX2+FMA, each inside its own namespace
+// (RELKD_ISA), and relation_kl.cpp picks one at run time. Plain C++ on raw pointers only, so no inline
+// function from another header is instantiated with the wider ISA.
+//
+// A tile holds the unscaled inner products s = X̂s_I X̂s_Jᵀ and d = X̂t_I X̂t_Jᵀ − s for rows I, columns J
+// (row-major, I.len × J.len). The exponentials, sums and weights run in float64: the KL of nearly equal rows
+// is a difference of O(δ) terms.
+#include <cstdint>
+
+#include "fast_math.h"
+#include "relation_kl_tile.h"
+
+namespace relkd {
+namespace rkl_cpu {
+namespace RELKD_ISA {
+
+// Sum of a row buffer in kLanes independent partial sums (a strict-order reduction does not vectorize).
+inline double lane_sum(const double* __restrict__ v, int64_t len) {
+  double part[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= len; c += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) part[l] += v[c + l];
+  double total = 0.0;
+  for (; c < len; ++c) total += v[c];
+  for (int64_t l = 0; l < kLanes; ++l) total += part[l];
+  return total;
+}
+
+// Forward: adds row i's three sums over j ∈ J and (off the diagonal) row j's sums over i ∈ I. Every loop
+// is a branch-free map over the columns, so it vectorizes.
+template <typename W, bool kUniform>
+void sums_tile(const W* __restrict__ s, const W* __restrict__ d, const TileSpan& span, const double* __restrict__ ms,
+               const double* __restrict__ mt, double* sum_s, double* sum_t, double* acc) {
+  const int64_t i0 = span.i0, ni = span.ni, j0 = span.j0, nj = span.nj;
+  const double inv_tau = span.inv_tau;
+  double cs[kTile] = {}, ct[kTile] = {}, ca[kTile] = {};  // column sums (rows j ∈ J)
+  double es[kTile], et[kTile], ed[kTile];                 // this row's terms
+  const double* __restrict__ ms_j = ms + j0;
+  const double* __restrict__ mt_j = mt + j0;
+  for (int64_t r = 0; r < ni; ++r) {
+    const int64_t i = i0 + r;
+    const W* __restrict__ srow = s + r * nj;
+    const W* __restrict__ drow = d + r * nj;
+    const double ms_i = ms[i], mt_i = mt[i];
+    for (int64_t c = 0; c < nj; ++c) {
+      const double sv = static_cast<double>(srow[c]) * inv_tau, dv = static_cast<double>(drow[c]) * inv_tau;
+      es[c] = exp_nonpositive(sv - ms_i);
+      et[c] = exp_nonpositive(sv + dv - mt_i);
+      ed[c] = et[c] * dv;
+    }
+    sum_s[i] += lane_sum(es, nj), sum_t[i] += lane_sum(et, nj), acc[i] += lane_sum(ed, nj);
+    if (span.diagonal) continue;
+    if (kUniform) {
+      for (int64_t c = 0; c < nj; ++c) cs[c] += es[c], ct[c] += et[c], ca[c] += ed[c];
+    } else {
+      for (int64_t c = 0; c < nj; ++c) {
+        const double sv = static_cast<double>(srow[c]) * inv_tau, dv = static_cast<double>(drow[c]) * inv_tau;
+        const double e_t = exp_nonpositive(sv + dv - mt_j[c]);
+        cs[c] += exp_nonpositive(sv - ms_j[c]), ct[c] += e_t, ca[c] += e_t * dv;
+      }
+    }
+  }
+  if (span.diagonal) return;
+  for (int64_t c = 0; c < nj; ++c) sum_s[j0 + c] += cs[c], sum_t[j0 + c] += ct[c], acc[j0 + c] += ca[c];
+}
+
+// Backward: overwrites s, d with G_s, G_t (G_ij = W_ij + W_ji, W from the statistics of each row).
+template <typename W, bool kUniform>
+void weights_tile(W* __restrict__ s, W* __restrict__ d, const TileSpan& span, const double* terms, int64_t N) {
+  const int64_t i0 = span.i0, ni = span.ni, j0 = span.j0, nj = span.nj;
+  const double inv_tau = span.inv_tau;
+  const double *ms = terms, *mt = terms + N, *rs = terms + 2 * N, *rt = terms + 3 * N, *a = terms + 4 * N;
+  const double* __restrict__ ms_j = ms + j0;
+  const double* __restrict__ mt_j = mt + j0;
+  const double* __restrict__ rs_j = rs + j0;
+  const double* __restrict__ rt_j = rt + j0;
+  const double* __restrict__ a_j = a + j0;
+  double gs[kTile], gt[kTile];
+  for (int64_t r = 0; r < ni; ++r) {
+    const int64_t i = i0 + r;
+    W* __restrict__ srow = s + r * nj;
+    W* __restrict__ drow = d + r * nj;
+    const double ms_i = ms[i], mt_i = mt[i], rs_i = rs[i], rt_i = rt[i], a_i = a[i];
+    for (int64_t c = 0; c < nj; ++c) {
+      const double sv = static_cast<double>(srow[c]) * inv_tau, dv = static_cast<double>(drow[c]) * inv_tau;
+      const double tv = sv + dv;
+      const double es = exp_nonpositive(sv - ms_i), et = exp_nonpositive(tv - mt_i);
+      const double es_j = kUniform ? es : exp_nonpositive(sv - ms_j[c]);
+      const double et_j = kUniform ? et : exp_nonpositive(tv - mt_j[c]);
+      const double ps_i = es * rs_i, pt_i = et * rt_i, ps_j = es_j * rs_j[c], pt_j = et_j * rt_j[c];
+      gs[c] = (ps_i - pt_i) + (ps_j - pt_j);
+      gt[c] = pt_i * (dv - a_i) + pt_j * (dv - a_j[c]);
+    }
+    for (int64_t c = 0; c < nj; ++c) srow[c] = static_cast<W>(gs[c]), drow[c] = static_cast<W>(gt[c]);
+  }
+}
+
+// The entry points relation_kl.cpp calls (one set per ISA namespace).
+void sums(const float* s, const float* d, const TileSpan& span, const double* ms, const double* mt, double* sum_s,
+          double* sum_t, double* acc) {
+  span.uniform ? sums_tile<float, true>(s, d, span, ms, mt, sum_s, sum_t, acc)
+               : sums_tile<float, false>(s, d, span, ms, mt, sum_s, sum_t, acc);
+}
+
+void sums(const double* s, const double* d, const TileSpan& span, const double* ms, const double* mt,
+          double* sum_s, double* sum_t, double* acc) {
+  span.uniform ? sums_tile<double, true>(s, d, span, ms, mt, sum_s, sum_t, acc)
+               : sums_tile<double, false>(s, d, span, ms, mt, sum_s, sum_t, acc);
+}
+
+void weights(float* s, float* d, const TileSpan& span, const double* terms, int64_t N) {
+  span.uniform ? weights_tile<float, true>(s, d, span, terms, N) : weights_tile<float, false>(s, d, span, terms, N);
+}
+
+void weights(double* s, double* d, const TileSpan& span, const double* terms, int64_t N) {
+  span.uniform ? weights_tile<double, true>(s, d, span, terms, N)
+               : weights_tile<double, false>(s, d, span, terms, N);
+}
+
+}  // namespace RELKD_ISA
+}  // namespace rkl_cpu
+}  // namespace relkd
