@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../relkd.h"
+#include "isa.h"
 
 #define RELKD_ISA baseline
 #include "kd_logits_kernels.h"
@@ -29,14 +30,7 @@ void backward_f64(const double*, const double*, int64_t, int64_t, int64_t, doubl
 
 namespace {
 
-bool has_avx2() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-#else
-  return false;
-#endif
-}
+bool has_avx2() { return cpu_has_avx2_fma(); }
 
 double forward_block(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t,
                      KdScratch& s) {
@@ -76,9 +70,11 @@ void for_pixel_blocks(int64_t B, int64_t K, int64_t N, Fn fn) {
   const int64_t nblocks = (N + kKdBlock - 1) / kKdBlock;
   at::parallel_for(0, B * nblocks, 16, [&](int64_t begin, int64_t end) {
     std::vector<double> exps(2 * K * kKdBlock);
+    std::vector<float> terms(4 * K * kKdBlock);
     KdScratch s;
     s.es = exps.data();
     s.et = exps.data() + K * kKdBlock;
+    s.f32 = terms.data();
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / nblocks, i0 = (task % nblocks) * kKdBlock;
       fn(task, b * K * N + i0, std::min(kKdBlock, N - i0), s);

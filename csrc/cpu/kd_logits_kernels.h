@@ -4,8 +4,9 @@
 // no inline function from another header is instantiated with the wider ISA.
 //
 // Per pixel, with u = (z − max z) / T: KL = Σ_k p_t,k (u_t,k − u_s,k) + log(Σ e^{u_s} / Σ e^{u_t}).
-// The per-pixel math runs in float64: the KL of nearly equal distributions is a difference of O(δ)
-// terms, which float32 would resolve only to ~1e-7/δ.
+// Written so, the KL of nearly equal distributions is a difference of O(δ) terms, which float32 would
+// resolve only to ~1e-7/δ: float64 input takes that form in float64 (block_stats), float32 input the
+// centred form below, which has no such difference and runs in float32 (twice the SIMD lanes).
 #include <cstdint>
 #include <cstring>
 
@@ -69,10 +70,130 @@ void backward_block(const T* zs, const T* zt, int64_t K, int64_t N, int64_t len,
   }
 }
 
+// float32 input: the centred form. With v_k = u_t,k − u_s,k, v̄ = Σ p_t v and w_k = v_k − v̄ (Σ p_t w = 0):
+//   KL = log Σ_k p_t,k e^{−w_k} = log1p(Q),  Q = Σ_k p_t,k φ(w_k),  φ(w) = e^{−w} − 1 + w ≥ 0,
+//   p_s,k − p_t,k = (p_t,k (e^{−w_k} − 1) − p_t,k Q) / (1 + Q),  ∂KL/∂u_t,k = p_t,k w_k.
+// The v_k enter only through w, so they are taken relative to the teacher's top class r (D_r = 0):
+// D_k = ((z_t,k − z_s,k) − (z_t,r − z_s,r)) / T keeps its digits (offsets between the two maxima would cost
+// 1e-7 of the offset in every w), φ is a series for |w| < 1 and every other sum has terms of one sign, so
+// each quantity is accurate to a few float32 ulps of itself. Far from
+// the teacher (a_k = log p_t,k − w_k > 20 for some k, i.e. KL > ~20) e^{a_k} is taken relative to
+// sh = max_k a_k − 20 and KL = sh + log Σ e^{a_k − sh}, so nothing overflows.
+constexpr float kFar = 20.0f;
+
+// φ(w)/w² for |w| < 1: Σ_{n≥0} (−w)^n / (n + 2)!, to w^8 (truncation < 1e-7 relative at |w| = 1).
+inline float phi_over_w2(float w) {
+  float p = 1.0f / 3628800.0f;
+  p = p * -w + 1.0f / 362880.0f;
+  p = p * -w + 1.0f / 40320.0f;
+  p = p * -w + 1.0f / 5040.0f;
+  p = p * -w + 1.0f / 720.0f;
+  p = p * -w + 1.0f / 120.0f;
+  p = p * -w + 1.0f / 24.0f;
+  p = p * -w + 1.0f / 6.0f;
+  p = p * -w + 0.5f;
+  return p;
+}
+
+inline float nan_maxf(float m, float v) { return (v > m || v != v) ? v : m; }
+
+// Per-pixel results of one block; the per-class terms go to s.f32: pt, w, f = e^{a − sh}, term = p_t φ(w).
+struct CentredBlock {
+  float q[kKdBlock], sh[kKdBlock], sum_f[kKdBlock], kl[kKdBlock];
+};
+
+void centred_stats(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, float inv_t,
+                   KdScratch& s, CentredBlock& c) {
+  float* pt = s.f32;
+  float* w = pt + K * kKdBlock;
+  float* f = w + K * kKdBlock;
+  float* term = f + K * kKdBlock;
+  // mt: the teacher's max logit; off: z_t,r − z_s,r at its class r (NaN propagates through both).
+  float mt[kKdBlock], off[kKdBlock], st[kKdBlock], lst[kKdBlock], vbar[kKdBlock], amax[kKdBlock];
+  for (int64_t i = 0; i < len; ++i) mt[i] = zt[i], off[i] = zt[i] - zs[i], st[i] = 0.0f, vbar[i] = 0.0f;
+  for (int64_t k = 1; k < K; ++k)
+    for (int64_t i = 0; i < len; ++i) {
+      const float v = zt[k * N + i];
+      const bool top = v > mt[i] || v != v;
+      mt[i] = top ? v : mt[i];
+      off[i] = top ? v - zs[k * N + i] : off[i];
+    }
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < len; ++i) {
+      const float e = exp_f32((zt[k * N + i] - mt[i]) * inv_t);
+      pt[k * kKdBlock + i] = e;
+      st[i] += e;
+    }
+  for (int64_t i = 0; i < len; ++i) lst[i] = log_f32(st[i]), st[i] = 1.0f / st[i], amax[i] = -3.4e38f;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < len; ++i) {
+      const float p = pt[k * kKdBlock + i] * st[i];
+      const float v = ((zt[k * N + i] - zs[k * N + i]) - off[i]) * inv_t;  // D_k
+      pt[k * kKdBlock + i] = p, w[k * kKdBlock + i] = v;
+      vbar[i] += p * v;
+    }
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < len; ++i) {
+      const float wk = w[k * kKdBlock + i] - vbar[i];
+      const float a = ((zt[k * N + i] - mt[i]) * inv_t - lst[i]) - wk;  // log(p_t,k e^{−w_k})
+      w[k * kKdBlock + i] = wk, f[k * kKdBlock + i] = a;
+      amax[i] = nan_maxf(amax[i], a);
+    }
+  for (int64_t i = 0; i < len; ++i) {
+    const float excess = amax[i] - kFar;
+    c.sh[i] = excess > 0.0f ? excess : 0.0f;
+    c.q[i] = 0.0f, c.sum_f[i] = 0.0f;
+  }
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < len; ++i) {
+      const int64_t at = k * kKdBlock + i;
+      const float e = exp_f32(f[at] - c.sh[i]), p = pt[at], wk = w[at];
+      const float near = p * (wk * wk) * phi_over_w2(wk), far = (e - p) + p * wk;  // far: exact when sh = 0
+      const float t = (wk < 1.0f && wk > -1.0f) ? near : far;
+      f[at] = e, term[at] = t;
+      c.sum_f[i] += e, c.q[i] += t;
+    }
+  for (int64_t i = 0; i < len; ++i) {
+    c.q[i] = c.q[i] < 0.0f ? 0.0f : c.q[i];  // Q ≥ 0; a rounding below 0 is ~1e-41 (NaN passes)
+    c.kl[i] = c.sh[i] > 0.0f ? c.sh[i] + log_f32(c.sum_f[i]) : log1p_f32(c.q[i]);
+  }
+}
+
+double forward_centred(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t,
+                       KdScratch& s) {
+  CentredBlock c;
+  centred_stats(zs, zt, K, N, len, static_cast<float>(inv_t), s, c);
+  double sum = 0.0;
+  for (int64_t i = 0; i < len; ++i) sum += c.kl[i];
+  return sum;
+}
+
+void backward_centred(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t,
+                      double scale, KdScratch& s, float* gs, float* gt) {
+  CentredBlock c;
+  centred_stats(zs, zt, K, N, len, static_cast<float>(inv_t), s, c);
+  const float* pt = s.f32;
+  const float* w = pt + K * kKdBlock;
+  const float* f = w + K * kKdBlock;
+  const float* term = f + K * kKdBlock;
+  float inv_s[kKdBlock], inv_f[kKdBlock];
+  for (int64_t i = 0; i < len; ++i) inv_s[i] = 1.0f / (1.0f + c.q[i]), inv_f[i] = 1.0f / c.sum_f[i];
+  const float sc = static_cast<float>(scale);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < len; ++i) {
+      const int64_t at = k * kKdBlock + i;
+      const float p = pt[at], wk = w[at];
+      const float near = ((term[at] - p * wk) - p * c.q[i]) * inv_s[i];  // p_t (e^{−w} − 1) − p_t Q, over 1 + Q
+      const float far = f[at] * inv_f[i] - p;
+      gs[k * N + i] = sc * (c.sh[i] > 0.0f ? far : near);
+      gt[k * N + i] = sc * (p * wk);
+    }
+}
+
 // Non-template entry points, one set per ISA namespace (each TU that includes this file defines its own).
 double forward_f32(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t,
                           KdScratch& s) {
-  return forward_block(zs, zt, K, N, len, inv_t, s);
+  return forward_centred(zs, zt, K, N, len, inv_t, s);
 }
 double forward_f64(const double* zs, const double* zt, int64_t K, int64_t N, int64_t len, double inv_t,
                           KdScratch& s) {
@@ -80,7 +201,7 @@ double forward_f64(const double* zs, const double* zt, int64_t K, int64_t N, int
 }
 void backward_f32(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t,
                          double scale, KdScratch& s, float* gs, float* gt) {
-  backward_block(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
+  backward_centred(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
 }
 void backward_f64(const double* zs, const double* zt, int64_t K, int64_t N, int64_t len, double inv_t,
                          double scale, KdScratch& s, double* gs, double* gt) {

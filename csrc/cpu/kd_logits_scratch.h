@@ -12,6 +12,7 @@ struct KdScratch {
   double ms[kKdBlock], mt[kKdBlock], ss[kKdBlock], st[kKdBlock], kl[kKdBlock], log_ratio[kKdBlock];
   double* es;  // [K, kKdBlock] exp(u_s), owned by the caller
   double* et;  // [K, kKdBlock] exp(u_t)
+  float* f32;  // [4, K, kKdBlock] the float32 path's per-class terms, owned by the caller
 };
 
 }  // namespace kd_cpu
