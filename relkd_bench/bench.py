@@ -36,6 +36,7 @@ class Case:
     make: Callable[[torch.device], tuple]
     providers: tuple[str, ...]
     flops: float = 0.0  # algorithmic FLOPs of fwd+bwd (0: not a GEMM-bound op)
+    pairs: float = 0.0  # pixel pairs swept (relation_kl_loss: B·N² after pooling), for ns_per_pair
     note: str = ""
     kwargs: dict = field(default_factory=dict)
 
@@ -85,7 +86,13 @@ def cases(quick: bool = False) -> list[Case]:
                 flops=4 * _gemm_flops(4, 128, 1024),
             ),
             Case("kd_logits_loss", "B=4 K=2 128x128", _features(4, 2, 2, 128, 128), ("native", "reference")),
-            Case("relation_kl_loss", "B=2 C=64 32x32", _features(2, 64, 64, 32, 32), ("native", "reference")),
+            Case(
+                "relation_kl_loss",
+                "B=2 C=64 32x32",
+                _features(2, 64, 64, 32, 32),
+                ("native", "reference"),
+                pairs=2 * 1024**2,
+            ),
         ]
     return [
         Case(
@@ -133,12 +140,21 @@ def cases(quick: bool = False) -> list[Case]:
             "B=4 C=64 64x64",
             _features(4, 64, 64, 64, 64),
             ("native", "reference"),
+            pairs=4 * 4096**2,
+        ),
+        Case(
+            "relation_kl_loss",
+            "B=4 Cs=32 Ct=64 64x64",
+            _features(4, 32, 64, 64, 64),
+            ("native", "reference"),
+            pairs=4 * 4096**2,
         ),
         Case(
             "relation_kl_loss",
             "B=1 C=64 128x128",
             _features(1, 64, 64, 128, 128),
             ("native",),
+            pairs=16384**2,
             note="eager reference needs N×N = 16384² matrices (several GB): not run",
         ),
         Case(
@@ -146,6 +162,7 @@ def cases(quick: bool = False) -> list[Case]:
             "B=4 C=64 64x64 pool=2",
             _features(4, 64, 64, 64, 64),
             ("native", "reference"),
+            pairs=4 * 1024**2,
             kwargs={"pool": 2},
         ),
         Case(
@@ -153,6 +170,7 @@ def cases(quick: bool = False) -> list[Case]:
             "B=4 C=64 64x64 pool=4",
             _features(4, 64, 64, 64, 64),
             ("native", "reference"),
+            pairs=4 * 256**2,
             kwargs={"pool": 4},
         ),
     ]
@@ -285,6 +303,8 @@ def run_all(quick: bool, device: torch.device, repeats: int, skip: tuple[str, ..
                     row["gflops"] = case.flops / (row["median_ms"] * 1e6)
                 elif case.flops and provider != "gemm" and mode == "fwd+bwd":
                     row["gflops"] = case.flops / (row["median_ms"] * 1e6)
+                if case.pairs:
+                    row["ns_per_pair"] = row["median_ms"] * 1e6 / case.pairs
                 rows.append(row)
                 print(
                     f"{case.op:15s} {case.shape:26s} {mode:8s} {provider:10s} {row['median_ms']:10.2f} ms "
@@ -320,6 +340,7 @@ COLUMNS = [
     "speedup_vs_eager",
     "memory_vs_eager",
     "gflops",
+    "ns_per_pair",
     "repeats",
     "note",
     "device",

@@ -31,6 +31,8 @@ def test_ops(benchmark, case, provider, mode):
     )
     if case.flops and mode == "fwd+bwd":
         benchmark.extra_info["flops"] = case.flops
+    if case.pairs:
+        benchmark.extra_info["pixel_pairs"] = case.pairs
     if DEVICE.type == "cuda":
         benchmark.pedantic(lambda: (run(), torch.cuda.synchronize()), rounds=5, warmup_rounds=1)
     else:
