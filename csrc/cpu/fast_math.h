@@ -87,7 +87,9 @@ static inline float exp_f32(float x_in) {
   return x_in < -87.0f ? 0.0f : p * scale;
 }
 
-// float32 log(x) for normal x > 0: as log_positive, 5 terms of the atanh series (< 3e-9). NaN propagates.
+// float32 log(x) for normal x > 0, division-free (the pixel loops call it several times per pixel):
+// x = m·2^e with m in [√½, √2), log m = u − u²/2 + u³·P(u), u = m − 1, P the degree-8 minimax polynomial of
+// Cephes' logf (about 1 ulp). ln2 is split so e·ln2 adds no rounding. NaN propagates.
 static inline float log_f32(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, sizeof bits);
@@ -98,9 +100,18 @@ static inline float log_f32(float x) {
   const bool high = m > 1.41421356f;
   m = high ? 0.5f * m : m;
   e = high ? e + 1.0f : e;
-  const float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
-  const float p = (((s2 * (1.0f / 9.0f) + 1.0f / 7.0f) * s2 + 1.0f / 5.0f) * s2 + 1.0f / 3.0f) * s2 + 1.0f;
-  const float result = e * 0.693147181f + 2.0f * s * p;
+  const float u = m - 1.0f, u2 = u * u;
+  float p = 7.0376836292e-2f;
+  p = p * u - 1.1514610310e-1f;
+  p = p * u + 1.1676998740e-1f;
+  p = p * u - 1.2420140846e-1f;
+  p = p * u + 1.4249322787e-1f;
+  p = p * u - 1.6668057665e-1f;
+  p = p * u + 2.0000714765e-1f;
+  p = p * u - 2.4999993993e-1f;
+  p = p * u + 3.3333331174e-1f;
+  const float tail = (p * u * u2 - e * 2.12194440e-4f) - 0.5f * u2;
+  const float result = (u + tail) + e * 0.693359375f;
   return x == x ? result : x;
 }
 

@@ -75,41 +75,64 @@ void backward_block(const T* zs, const T* zt, int64_t K, int64_t N, int64_t len,
 //   p_s,k − p_t,k = (p_t,k (e^{−w_k} − 1) − p_t,k Q) / (1 + Q),  ∂KL/∂u_t,k = p_t,k w_k.
 // The v_k enter only through w, so they are taken relative to the teacher's top class r (D_r = 0):
 // D_k = ((z_t,k − z_s,k) − (z_t,r − z_s,r)) / T keeps its digits (offsets between the two maxima would cost
-// 1e-7 of the offset in every w), φ is a series for |w| < 1 and every other sum has terms of one sign, so
+// 1e-7 of the offset in every w), φ is a series for |w| < 2 and every other sum has terms of one sign, so
 // each quantity is accurate to a few float32 ulps of itself. Far from
 // the teacher (a_k = log p_t,k − w_k > 20 for some k, i.e. KL > ~20) e^{a_k} is taken relative to
 // sh = max_k a_k − 20 and KL = sh + log Σ e^{a_k − sh}, so nothing overflows.
 constexpr float kFar = 20.0f;
 
-// φ(w)/w² for |w| < 1: Σ_{n≥0} (−w)^n / (n + 2)!, to w^8 (truncation < 1e-7 relative at |w| = 1).
+// φ(w)/w² for |w| < 2: Σ_{n≥0} (−w)^n / (n + 2)!, to w^12 (truncation < 3e-8 relative at |w| = 2). The
+// wide range lets most blocks skip e^{−w} altogether.
+constexpr float kSeries = 2.0f;
 inline float phi_over_w2(float w) {
-  float p = 1.0f / 3628800.0f;
-  p = p * -w + 1.0f / 362880.0f;
-  p = p * -w + 1.0f / 40320.0f;
-  p = p * -w + 1.0f / 5040.0f;
-  p = p * -w + 1.0f / 720.0f;
-  p = p * -w + 1.0f / 120.0f;
-  p = p * -w + 1.0f / 24.0f;
-  p = p * -w + 1.0f / 6.0f;
-  p = p * -w + 0.5f;
+  const float x = -w;
+  float p = 1.0f / 1307674368000.0f;      // 1/15!
+  p = p * x + 1.0f / 87178291200.0f;      // 1/14!
+  p = p * x + 1.0f / 6227020800.0f;       // 1/13!
+  p = p * x + 1.0f / 479001600.0f;        // 1/12!
+  p = p * x + 1.0f / 39916800.0f;
+  p = p * x + 1.0f / 3628800.0f;
+  p = p * x + 1.0f / 362880.0f;
+  p = p * x + 1.0f / 40320.0f;
+  p = p * x + 1.0f / 5040.0f;
+  p = p * x + 1.0f / 720.0f;
+  p = p * x + 1.0f / 120.0f;
+  p = p * x + 1.0f / 24.0f;
+  p = p * x + 1.0f / 6.0f;
+  p = p * x + 0.5f;
   return p;
 }
 
 inline float nan_maxf(float m, float v) { return (v > m || v != v) ? v : m; }
 
 // Per-pixel results of one block; the per-class terms go to s.f32: pt, w, f = e^{a − sh}, term = p_t φ(w).
+// far: some pixel of the block has a_k > kFar (then sh, sum_f are set; otherwise sh = 0).
 struct CentredBlock {
   float q[kKdBlock], sh[kKdBlock], sum_f[kKdBlock], kl[kKdBlock];
+  bool far;
 };
 
+// Largest value of v[0..len) (NaN entries are skipped), in 8 lanes so it vectorizes.
+inline float block_max(const float* v, int64_t len) {
+  const int64_t full = len & ~int64_t{7};
+  float lane[8] = {-3.4e38f, -3.4e38f, -3.4e38f, -3.4e38f, -3.4e38f, -3.4e38f, -3.4e38f, -3.4e38f};
+  for (int64_t i = 0; i < full; i += 8)
+    for (int l = 0; l < 8; ++l) lane[l] = v[i + l] > lane[l] ? v[i + l] : lane[l];
+  float m = -3.4e38f;
+  for (int64_t i = full; i < len; ++i) m = v[i] > m ? v[i] : m;
+  for (int l = 0; l < 8; ++l) m = lane[l] > m ? lane[l] : m;
+  return m;
+}
+
 void centred_stats(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, float inv_t,
-                   KdScratch& s, CentredBlock& c) {
+                   KdScratch& s, CentredBlock& c, bool need_kl) {
+  if (len > kKdBlock) __builtin_unreachable();  // lets GCC bound the loops over the kKdBlock arrays
   float* pt = s.f32;
   float* w = pt + K * kKdBlock;
   float* f = w + K * kKdBlock;
   float* term = f + K * kKdBlock;
   // mt: the teacher's max logit; off: z_t,r − z_s,r at its class r (NaN propagates through both).
-  float mt[kKdBlock], off[kKdBlock], st[kKdBlock], lst[kKdBlock], vbar[kKdBlock], amax[kKdBlock];
+  float mt[kKdBlock], off[kKdBlock], st[kKdBlock], inv_st[kKdBlock], vbar[kKdBlock], negw[kKdBlock], absw[kKdBlock];
   for (int64_t i = 0; i < len; ++i) mt[i] = zt[i], off[i] = zt[i] - zs[i], st[i] = 0.0f, vbar[i] = 0.0f;
   for (int64_t k = 1; k < K; ++k)
     for (int64_t i = 0; i < len; ++i) {
@@ -124,10 +147,10 @@ void centred_stats(const float* zs, const float* zt, int64_t K, int64_t N, int64
       pt[k * kKdBlock + i] = e;
       st[i] += e;
     }
-  for (int64_t i = 0; i < len; ++i) lst[i] = log_f32(st[i]), st[i] = 1.0f / st[i], amax[i] = -3.4e38f;
+  for (int64_t i = 0; i < len; ++i) inv_st[i] = 1.0f / st[i], negw[i] = -3.4e38f, absw[i] = 0.0f;
   for (int64_t k = 0; k < K; ++k)
     for (int64_t i = 0; i < len; ++i) {
-      const float p = pt[k * kKdBlock + i] * st[i];
+      const float p = pt[k * kKdBlock + i] * inv_st[i];
       const float v = ((zt[k * N + i] - zs[k * N + i]) - off[i]) * inv_t;  // D_k
       pt[k * kKdBlock + i] = p, w[k * kKdBlock + i] = v;
       vbar[i] += p * v;
@@ -135,26 +158,57 @@ void centred_stats(const float* zs, const float* zt, int64_t K, int64_t N, int64
   for (int64_t k = 0; k < K; ++k)
     for (int64_t i = 0; i < len; ++i) {
       const float wk = w[k * kKdBlock + i] - vbar[i];
-      const float a = ((zt[k * N + i] - mt[i]) * inv_t - lst[i]) - wk;  // log(p_t,k e^{−w_k})
-      w[k * kKdBlock + i] = wk, f[k * kKdBlock + i] = a;
+      w[k * kKdBlock + i] = wk;
+      // plain max (vectorizes to vmaxps): a NaN w skips the far path below and then propagates by itself
+      negw[i] = -wk > negw[i] ? -wk : negw[i];
+      const float aw = wk < 0.0f ? -wk : wk;
+      absw[i] = aw > absw[i] ? aw : absw[i];
+    }
+  // a_k = log p_t,k − w_k ≤ −w_k: a block whose −w stay ≤ kFar has no far pixel, needs no log p_t, and
+  // e^{a_k} = p_t,k e^{−w_k} cannot overflow. Only terms with |w| ≥ kSeries need that exponential at all.
+  c.far = block_max(negw, len) > kFar;
+  for (int64_t i = 0; i < len; ++i) c.q[i] = 0.0f, c.sh[i] = 0.0f, c.sum_f[i] = 1.0f;
+  if (!c.far) {
+    const bool any_big = !(block_max(absw, len) < kSeries);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t i = 0; i < len; ++i) {
+        const int64_t at = k * kKdBlock + i;
+        const float p = pt[at], wk = w[at];
+        const float e = any_big ? p * exp_f32(-wk) : 0.0f;
+        const float near = p * (wk * wk) * phi_over_w2(wk), far = (e - p) + p * wk;
+        const float t = (wk < kSeries && wk > -kSeries) ? near : far;
+        f[at] = e, term[at] = t;
+        c.q[i] += t;
+      }
+    for (int64_t i = 0; i < len; ++i) c.q[i] = c.q[i] < 0.0f ? 0.0f : c.q[i];  // a rounding below 0 is ~1e-41
+    if (need_kl)
+      for (int64_t i = 0; i < len; ++i) c.kl[i] = log1p_f32(c.q[i]);
+    return;
+  }
+  float amax[kKdBlock];
+  for (int64_t i = 0; i < len; ++i) st[i] = log_f32(st[i]), amax[i] = -3.4e38f;  // st now holds log Σ e^{u_t}
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < len; ++i) {
+      const float a = ((zt[k * N + i] - mt[i]) * inv_t - st[i]) - w[k * kKdBlock + i];  // log(p_t,k e^{−w_k})
+      f[k * kKdBlock + i] = a;
       amax[i] = nan_maxf(amax[i], a);
     }
   for (int64_t i = 0; i < len; ++i) {
     const float excess = amax[i] - kFar;
     c.sh[i] = excess > 0.0f ? excess : 0.0f;
-    c.q[i] = 0.0f, c.sum_f[i] = 0.0f;
+    c.sum_f[i] = 0.0f;
   }
   for (int64_t k = 0; k < K; ++k)
     for (int64_t i = 0; i < len; ++i) {
       const int64_t at = k * kKdBlock + i;
       const float e = exp_f32(f[at] - c.sh[i]), p = pt[at], wk = w[at];
       const float near = p * (wk * wk) * phi_over_w2(wk), far = (e - p) + p * wk;  // far: exact when sh = 0
-      const float t = (wk < 1.0f && wk > -1.0f) ? near : far;
+      const float t = (wk < kSeries && wk > -kSeries) ? near : far;
       f[at] = e, term[at] = t;
       c.sum_f[i] += e, c.q[i] += t;
     }
   for (int64_t i = 0; i < len; ++i) {
-    c.q[i] = c.q[i] < 0.0f ? 0.0f : c.q[i];  // Q ≥ 0; a rounding below 0 is ~1e-41 (NaN passes)
+    c.q[i] = c.q[i] < 0.0f ? 0.0f : c.q[i];
     c.kl[i] = c.sh[i] > 0.0f ? c.sh[i] + log_f32(c.sum_f[i]) : log1p_f32(c.q[i]);
   }
 }
@@ -162,28 +216,44 @@ void centred_stats(const float* zs, const float* zt, int64_t K, int64_t N, int64
 double forward_centred(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t,
                        KdScratch& s) {
   CentredBlock c;
-  centred_stats(zs, zt, K, N, len, static_cast<float>(inv_t), s, c);
+  centred_stats(zs, zt, K, N, len, static_cast<float>(inv_t), s, c, /*need_kl=*/true);
+  double lane[8] = {};  // 8 partial sums: one chain of dependent adds would cost ~4 cycles a pixel
+  int64_t i = 0;
+  for (; i + 8 <= len; i += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += c.kl[i + l];
   double sum = 0.0;
-  for (int64_t i = 0; i < len; ++i) sum += c.kl[i];
+  for (; i < len; ++i) sum += c.kl[i];
+  for (int l = 0; l < 8; ++l) sum += lane[l];
   return sum;
 }
 
 void backward_centred(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t,
                       double scale, KdScratch& s, float* gs, float* gt) {
   CentredBlock c;
-  centred_stats(zs, zt, K, N, len, static_cast<float>(inv_t), s, c);
+  centred_stats(zs, zt, K, N, len, static_cast<float>(inv_t), s, c, /*need_kl=*/false);
   const float* pt = s.f32;
   const float* w = pt + K * kKdBlock;
   const float* f = w + K * kKdBlock;
   const float* term = f + K * kKdBlock;
   float inv_s[kKdBlock], inv_f[kKdBlock];
-  for (int64_t i = 0; i < len; ++i) inv_s[i] = 1.0f / (1.0f + c.q[i]), inv_f[i] = 1.0f / c.sum_f[i];
+  for (int64_t i = 0; i < len; ++i) inv_s[i] = 1.0f / (1.0f + c.q[i]);
   const float sc = static_cast<float>(scale);
+  if (!c.far) {
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t i = 0; i < len; ++i) {
+        const int64_t at = k * kKdBlock + i;
+        const float p = pt[at], wk = w[at];
+        gs[k * N + i] = sc * (((term[at] - p * wk) - p * c.q[i]) * inv_s[i]);  // (p_t (e^{−w} − 1) − p_t Q) / (1 + Q)
+        gt[k * N + i] = sc * (p * wk);
+      }
+    return;
+  }
+  for (int64_t i = 0; i < len; ++i) inv_f[i] = 1.0f / c.sum_f[i];
   for (int64_t k = 0; k < K; ++k)
     for (int64_t i = 0; i < len; ++i) {
       const int64_t at = k * kKdBlock + i;
       const float p = pt[at], wk = w[at];
-      const float near = ((term[at] - p * wk) - p * c.q[i]) * inv_s[i];  // p_t (e^{−w} − 1) − p_t Q, over 1 + Q
+      const float near = ((term[at] - p * wk) - p * c.q[i]) * inv_s[i];
       const float far = f[at] * inv_f[i] - p;
       gs[k * N + i] = sc * (c.sh[i] > 0.0f ? far : near);
       gt[k * N + i] = sc * (p * wk);
