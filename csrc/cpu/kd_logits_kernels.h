@@ -169,17 +169,27 @@ void centred_stats(const float* zs, const float* zt, int64_t K, int64_t N, int64
   c.far = block_max(negw, len) > kFar;
   for (int64_t i = 0; i < len; ++i) c.q[i] = 0.0f, c.sh[i] = 0.0f, c.sum_f[i] = 1.0f;
   if (!c.far) {
-    const bool any_big = !(block_max(absw, len) < kSeries);
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t i = 0; i < len; ++i) {
-        const int64_t at = k * kKdBlock + i;
-        const float p = pt[at], wk = w[at];
-        const float e = any_big ? p * exp_f32(-wk) : 0.0f;
-        const float near = p * (wk * wk) * phi_over_w2(wk), far = (e - p) + p * wk;
-        const float t = (wk < kSeries && wk > -kSeries) ? near : far;
-        f[at] = e, term[at] = t;
-        c.q[i] += t;
-      }
+    if (block_max(absw, len) < kSeries) {  // every term by its series (two loops: GCC would if-convert one)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < len; ++i) {
+          const int64_t at = k * kKdBlock + i;
+          const float p = pt[at], wk = w[at];
+          const float t = p * (wk * wk) * phi_over_w2(wk);
+          term[at] = t;
+          c.q[i] += t;
+        }
+    } else {
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < len; ++i) {
+          const int64_t at = k * kKdBlock + i;
+          const float p = pt[at], wk = w[at];
+          const float e = p * exp_f32(-wk);
+          const float near = p * (wk * wk) * phi_over_w2(wk), far = (e - p) + p * wk;
+          const float t = (wk < kSeries && wk > -kSeries) ? near : far;
+          f[at] = e, term[at] = t;
+          c.q[i] += t;
+        }
+    }
     for (int64_t i = 0; i < len; ++i) c.q[i] = c.q[i] < 0.0f ? 0.0f : c.q[i];  // a rounding below 0 is ~1e-41
     if (need_kl)
       for (int64_t i = 0; i < len; ++i) c.kl[i] = log1p_f32(c.q[i]);
