@@ -203,9 +203,9 @@ def to_markdown(rows: Sequence[ProfileRow], size: int, in_channels: int, prov: d
             "Conventions: FLOPs from `torch.utils.flop_counter` (convolutions and matrix products only, "
             "FLOPs = 2 x MACs; norms, activations, pooling not counted), one forward pass at batch 1. "
             "Checkpoint = `torch.save(state_dict)` on disk, MB = 1e6 bytes. "
-            "`teacher_ensemble` = 5 x `unet_wide` (one teacher per source site). Latency was measured "
-            "while other processes (compilers) shared the machine, so treat it as noisy (compare the "
-            "min column too)."
+            "`teacher_ensemble` = 5 x `unet_wide` (one teacher per source site). Latency: median and "
+            "min of the timed runs after warm-up, batch 1; the load average below says whether other "
+            "processes shared the CPUs (a load near or above the thread count inflates the medians)."
         ),
         "",
         "Provenance:",
@@ -244,11 +244,13 @@ def main(argv: Sequence[str] | None = None) -> list[ProfileRow]:
     for n in names:
         model_role(n)  # ValueError listing known models
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     rows = []
     for n in names:
         print(f"profiling {n} ...", file=sys.stderr, flush=True)
         rows.append(profile_model(n, args.size, args.in_channels, runs=args.runs, warmup=args.warmup))
     prov = provenance(torch.get_num_threads(), args.runs, args.warmup)
+    prov["load average (1 min) before / after"] = f"{load_before:.2f} / {os.getloadavg()[0]:.2f}"
     md = to_markdown(rows, args.size, args.in_channels, prov)
     print(md)
     if not args.no_write:
