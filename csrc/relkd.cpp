@@ -1,6 +1,8 @@
 // Op schemas of the relkd library and the Python module init (pattern of pytorch/extension-cpp).
 #include <Python.h>
 
+#include <ATen/Parallel.h>
+
 #include "relkd.h"
 
 extern "C" {
@@ -11,6 +13,13 @@ PyObject* PyInit__C(void) {
   PyModule_AddIntConstant(module, "with_cuda", 1);
 #else
   PyModule_AddIntConstant(module, "with_cuda", 0);
+#endif
+  // Whether this extension's own at::parallel_for runs in parallel (it is a header template: without
+  // OpenMP at compile time it silently runs every CPU kernel on one thread).
+#ifdef INTRA_OP_PARALLEL
+  PyModule_AddIntConstant(module, "with_openmp", 1);
+#else
+  PyModule_AddIntConstant(module, "with_openmp", 0);
 #endif
   return module;
 }

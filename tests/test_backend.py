@@ -61,3 +61,12 @@ def test_cuda_tensors_without_cuda_kernels_are_an_error():
     x = torch.randn(1, 2, 3, 3, device="cuda")
     with pytest.raises(RuntimeError, match="built without CUDA kernels"):
         ops.gram_loss(x, x)
+
+
+def test_cpu_kernels_are_built_with_openmp():
+    """at::parallel_for is a header template: an extension built without OpenMP runs every CPU kernel on one
+    thread (it did, unnoticed, until the build added -fopenmp)."""
+    native = pytest.importorskip("relkd_bench._C")
+    if not torch._C.has_openmp:
+        pytest.skip("this torch is built without OpenMP")
+    assert native.with_openmp == 1
