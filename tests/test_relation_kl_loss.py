@@ -1,6 +1,8 @@
 import pytest
 import torch
 from helpers import assert_matches, grads, layouts, near_pair, rel_err
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relkd_bench import ops
 from relkd_bench.bench import peak_extra_mb
@@ -37,6 +39,22 @@ def test_gradcheck_float64(cs, ct, tau):
 @pytest.mark.parametrize("b,h,w", [(1, 1, 1), (2, 5, 17), (3, 17, 5), (1, 32, 32)])
 def test_matches_reference(b, cs, ct, h, w, tau):
     fs, ft = features(b, cs, ct, h, w, seed=b * 100 + cs + ct + h)
+    assert_matches(relation_kl_loss, relation_kl_loss_reference, fs, ft, tau)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    cs=st.sampled_from([1, 8, 64]),
+    ct=st.sampled_from([1, 8, 64]),
+    h=st.sampled_from([1, 5, 17, 32]),
+    w=st.sampled_from([1, 5, 17, 32]),
+    tau=st.sampled_from([0.1, 0.5, 1.0, 4.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_reference_hypothesis(b, cs, ct, h, w, tau, seed):
+    """The issue's whole grid (B 1..3, C ∈ {1, 8, 64} each side, H, W ∈ {1, 5, 17, 32}, four τ), sampled."""
+    fs, ft = features(b, cs, ct, h, w, seed=seed)
     assert_matches(relation_kl_loss, relation_kl_loss_reference, fs, ft, tau)
 
 
