@@ -6,7 +6,8 @@
 #
 # 1. builds relkd_bench._C in place with the CUDA kernels (RELKD_CUDA=1; arch from TORCH_CUDA_ARCH_LIST,
 #    default 9.0 = H100/H200), 2. runs every op test (the cuda-marked ones included) against it,
-# 3. writes the ops benchmark on the GPU (ops_cuda.csv). Logs go to OUT_DIR as well.
+# 3. writes the ops benchmark on the GPU (ops_cuda.csv; again under fused/ with the experimental fused
+# relation_kl_loss kernel). Logs go to OUT_DIR as well. The tests cover both relation_kl CUDA paths.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-results/gpu}}
@@ -24,4 +25,8 @@ set +e
 tests=${PIPESTATUS[0]}
 set -e
 "$py" -m relkd_bench.bench --device cuda --skip compiled --out "$out" 2>&1 | tee "$out/bench.log"
+# the experimental fused relation_kl_loss sweep (relation_kl_fused.cu), same suite
+mkdir -p "$out/fused"
+RELKD_RELATION_KL_CUDA=fused "$py" -m relkd_bench.bench --device cuda --skip compiled --out "$out/fused" 2>&1 |
+  tee "$out/fused/bench.log"
 exit "$tests"

@@ -207,10 +207,17 @@ def test_non_finite_input(value, which):
     assert not torch.isfinite(relation_kl_loss(fs, ft, check_finite=False))
 
 
+@pytest.fixture(params=["panels", "fused"])
+def cuda_path(request, monkeypatch):
+    """Both CUDA sweeps: the panel default and the experimental fused kernel (RELKD_RELATION_KL_CUDA)."""
+    monkeypatch.setenv("RELKD_RELATION_KL_CUDA", request.param)
+    return request.param
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
 @pytest.mark.parametrize("cs,ct,h,w", [(16, 16, 17, 16), (8, 32, 33, 40)])
-def test_cuda_matches_float64_reference(dtype, tol, cs, ct, h, w):
+def test_cuda_matches_float64_reference(cuda_path, dtype, tol, cs, ct, h, w):
     fs, ft = features(2, cs, ct, h, w)
     loss64, g64 = grads(relation_kl_loss_reference, fs, ft, 0.5)
     loss, g = grads(relation_kl_loss, fs.cuda().to(dtype), ft.cuda().to(dtype), 0.5)
@@ -220,7 +227,7 @@ def test_cuda_matches_float64_reference(dtype, tol, cs, ct, h, w):
 
 
 @pytest.mark.cuda
-def test_cuda_float64_and_zero_pixels():
+def test_cuda_float64_and_zero_pixels(cuda_path):
     fs, ft = features(2, 4, 6, 9, 7)
     fs[0, :, 1, 2] = 0
     cuda = lambda a, b, tau: relation_kl_loss(a.cuda(), b.cuda(), tau).cpu()  # noqa: E731
@@ -229,7 +236,29 @@ def test_cuda_float64_and_zero_pixels():
 
 
 @pytest.mark.cuda
-def test_cuda_opcheck():
+@pytest.mark.parametrize("cs,ct,h,w", [(64, 64, 64, 64), (24, 40, 67, 33)])
+def test_cuda_several_tiles_near_teacher(cuda_path, cs, ct, h, w):
+    """Many 64-row tiles with partial edges, channels beyond one shared-memory stage, δ = 1e-3."""
+    fs, ft = near_pair((2, cs, h, w), (2, cs, h, w), 1e-3, seed=cs)
+    if ct != cs:
+        ft = torch.cat([ft, 1e-3 * torch.randn(2, ct - cs, h, w, dtype=torch.float64)], dim=1)
+    loss64, g64 = grads(relation_kl_loss_reference, fs, ft, 0.5)
+    loss, g = grads(relation_kl_loss, fs.cuda().float(), ft.cuda().float(), 0.5)
+    assert rel_err(loss.cpu(), loss64) < 1e-5
+    for a, e in zip(g, g64):
+        assert rel_err(a.cpu(), e) < (1e-4 if cs == ct else 1e-3)  # Cs ≠ Ct: float32 tiles on the GPU
+
+
+@pytest.mark.cuda
+def test_cuda_rejects_unknown_path(monkeypatch):
+    monkeypatch.setenv("RELKD_RELATION_KL_CUDA", "bogus")
+    fs, ft = features(1, 2, 2, 3, 3, dtype=torch.float32)
+    with pytest.raises(ValueError, match="RELKD_RELATION_KL_CUDA"):
+        relation_kl_loss(fs.cuda(), ft.cuda())
+
+
+@pytest.mark.cuda
+def test_cuda_opcheck(cuda_path):
     fs, ft = features(2, 4, 6, 5, 4)
     args = (fs.cuda().requires_grad_(), ft.cuda().requires_grad_(), 0.5, 1e-12, True)
     torch.library.opcheck(torch.ops.relkd.relation_kl_loss.default, args)

@@ -4,12 +4,16 @@
 // (forward: one warp per row, float64 sums) or turns it in place into the weights G = W + Wᵀ (backward),
 // and cuBLAS adds G X̂_J into every row's gradient. Memory is O(B·N·bc), bc chosen so both panels stay
 // within kPanelBytes; no N×N buffer. The normalization and statistics → loss are csrc/common.
+// RELKD_RELATION_KL_CUDA=fused selects the experimental fused sweep of relation_kl_fused.cu instead.
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "../relkd.h"
 #include "common.cuh"
+#include "relation_kl_fused.cuh"
 
 namespace relkd {
 namespace {
@@ -134,19 +138,30 @@ std::tuple<Tensor, Tensor> row_grads_cuda(const RelationRows& rows, const Tensor
 }
 
 const RelationKLKernels kCudaKernels{&row_sums_cuda, &row_grads_cuda, /*float64_when_channels_differ=*/false};
+const RelationKLKernels kFusedKernels{&row_sums_fused, &row_grads_fused, /*float64_when_channels_differ=*/false};
+
+// Read on every call, so a test can switch it.
+const RelationKLKernels& cuda_kernels() {
+  const char* env = std::getenv("RELKD_RELATION_KL_CUDA");
+  const std::string choice = env == nullptr ? "" : env;
+  if (choice.empty() || choice == "panels") return kCudaKernels;
+  TORCH_CHECK_VALUE(choice == "fused", "relation_kl_loss: RELKD_RELATION_KL_CUDA must be 'panels' or 'fused', got '",
+                    choice, "'");
+  return kFusedKernels;
+}
 
 std::tuple<Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft, double temperature, double eps,
                                         bool check_finite) {
   check_relation_kl_inputs(fs, ft, temperature, eps);
   check_cuda_dtype("relation_kl_loss", fs);
   const c10::cuda::CUDAGuard guard(fs.device());
-  return relation_kl_forward(kCudaKernels, fs, ft, temperature, eps, check_finite);
+  return relation_kl_forward(cuda_kernels(), fs, ft, temperature, eps, check_finite);
 }
 
 std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& fs, const Tensor& ft,
                                          const Tensor& stats, double temperature, double eps) {
   const c10::cuda::CUDAGuard guard(fs.device());
-  return relation_kl_backward(kCudaKernels, grad, fs, ft, stats, temperature, eps);
+  return relation_kl_backward(cuda_kernels(), grad, fs, ft, stats, temperature, eps);
 }
 
 }  // namespace
