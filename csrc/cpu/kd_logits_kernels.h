@@ -124,6 +124,42 @@ inline float block_max(const float* v, int64_t len) {
   return m;
 }
 
+// K = 2 (binary segmentation, this benchmark's case): the same quantities in closed form, one exponential
+// per pixel. With r the teacher's top class and o the other, a = (z_t,r − z_t,o)/T ≥ 0,
+// p_t,o = e^{−a}/(1 + e^{−a}), Δ = D_o, w_r = −p_t,o Δ, w_o = p_t,r Δ. Returns false, having written nothing
+// the caller reads, when some |w| ≥ kSeries (the general path then takes the block).
+bool binary_stats(const float* __restrict__ zs, const float* __restrict__ zt, int64_t N, int64_t len, float inv_t,
+                  float* __restrict__ pt, float* __restrict__ w, float* __restrict__ term, CentredBlock& c,
+                  bool need_kl) {
+  if (len > kKdBlock) __builtin_unreachable();
+  float absw[kKdBlock];
+  for (int64_t i = 0; i < len; ++i) {
+    const float t0 = zt[i], t1 = zt[N + i], s0 = zs[i], s1 = zs[N + i];
+    const bool one = t1 > t0;
+    const float margin = (one ? t1 - t0 : t0 - t1) * inv_t;
+    const float e = exp_f32(-margin), inv = 1.0f / (1.0f + e);
+    const float p_top = inv, p_other = e * inv;
+    const float delta = (one ? (t0 - s0) - (t1 - s1) : (t1 - s1) - (t0 - s0)) * inv_t;
+    const float w_top = -p_other * delta, w_other = p_top * delta;
+    pt[i] = one ? p_other : p_top, pt[kKdBlock + i] = one ? p_top : p_other;
+    w[i] = one ? w_other : w_top, w[kKdBlock + i] = one ? w_top : w_other;
+    absw[i] = w_other < 0.0f ? -w_other : w_other;  // |w_other| ≥ |w_top| since p_top ≥ ½
+  }
+  if (!(block_max(absw, len) < kSeries)) return false;
+  for (int64_t i = 0; i < len; ++i) {
+    const float p0 = pt[i], p1 = pt[kKdBlock + i], w0 = w[i], w1 = w[kKdBlock + i];
+    const float a0 = p0 * (w0 * w0) * phi_over_w2(w0), a1 = p1 * (w1 * w1) * phi_over_w2(w1);
+    term[i] = a0, term[kKdBlock + i] = a1;
+    const float q = a0 + a1;
+    c.q[i] = q < 0.0f ? 0.0f : q;
+    c.sh[i] = 0.0f, c.sum_f[i] = 1.0f;
+  }
+  if (need_kl)
+    for (int64_t i = 0; i < len; ++i) c.kl[i] = log1p_f32(c.q[i]);
+  c.far = false;
+  return true;
+}
+
 void centred_stats(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, float inv_t,
                    KdScratch& s, CentredBlock& c, bool need_kl) {
   if (len > kKdBlock) __builtin_unreachable();  // lets GCC bound the loops over the kKdBlock arrays
@@ -131,6 +167,7 @@ void centred_stats(const float* zs, const float* zt, int64_t K, int64_t N, int64
   float* w = pt + K * kKdBlock;
   float* f = w + K * kKdBlock;
   float* term = f + K * kKdBlock;
+  if (K == 2 && binary_stats(zs, zt, N, len, inv_t, pt, w, term, c, need_kl)) return;
   // mt: the teacher's max logit; off: z_t,r − z_s,r at its class r (NaN propagates through both).
   float mt[kKdBlock], off[kKdBlock], st[kKdBlock], inv_st[kKdBlock], vbar[kKdBlock], negw[kKdBlock], absw[kKdBlock];
   for (int64_t i = 0; i < len; ++i) mt[i] = zt[i], off[i] = zt[i] - zs[i], st[i] = 0.0f, vbar[i] = 0.0f;
