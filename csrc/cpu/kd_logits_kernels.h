@@ -76,12 +76,12 @@ void backward_block(const T* zs, const T* zt, int64_t K, int64_t N, int64_t len,
 // The v_k enter only through w, so they are taken relative to the teacher's top class r (D_r = 0):
 // D_k = ((z_t,k − z_s,k) − (z_t,r − z_s,r)) / T keeps its digits (offsets between the two maxima would cost
 // 1e-7 of the offset in every w), φ is a series for |w| < 2 and every other sum has terms of one sign, so
-// each quantity is accurate to a few float32 ulps of itself. Far from
-// the teacher (a_k = log p_t,k − w_k > 20 for some k, i.e. KL > ~20) e^{a_k} is taken relative to
-// sh = max_k a_k − 20 and KL = sh + log Σ e^{a_k − sh}, so nothing overflows.
+// each quantity is accurate to a few float32 ulps of itself. Far from the teacher (a_k = log p_t,k − w_k > 20
+// for some k, i.e. KL > ~20) e^{a_k} is taken relative to sh = max_k a_k − 20 and KL = sh + log Σ e^{a_k − sh},
+// so nothing overflows.
 constexpr float kFar = 20.0f;
 
-// φ(w)/w² for |w| < 2: Σ_{n≥0} (−w)^n / (n + 2)!, to w^12 (truncation < 3e-8 relative at |w| = 2). The
+// φ(w)/w² for |w| < 2: Σ_{n≥0} (−w)^n / (n + 2)!, to w^13 (truncation < 3e-9 relative at |w| = 2). The
 // wide range lets most blocks skip e^{−w} altogether.
 constexpr float kSeries = 2.0f;
 inline float phi_over_w2(float w) {
