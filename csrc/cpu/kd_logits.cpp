@@ -30,12 +30,10 @@ void backward_f64(const double*, const double*, int64_t, int64_t, int64_t, doubl
 
 namespace {
 
-bool has_avx2() { return cpu_has_avx2_fma(); }
-
 double forward_block(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t,
                      KdScratch& s) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (has_avx2()) return avx2::forward_f32(zs, zt, K, N, len, inv_t, s);
+  if (cpu_has_avx2_fma()) return avx2::forward_f32(zs, zt, K, N, len, inv_t, s);
 #endif
   return baseline::forward_f32(zs, zt, K, N, len, inv_t, s);
 }
@@ -43,7 +41,7 @@ double forward_block(const float* zs, const float* zt, int64_t K, int64_t N, int
 double forward_block(const double* zs, const double* zt, int64_t K, int64_t N, int64_t len, double inv_t,
                      KdScratch& s) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (has_avx2()) return avx2::forward_f64(zs, zt, K, N, len, inv_t, s);
+  if (cpu_has_avx2_fma()) return avx2::forward_f64(zs, zt, K, N, len, inv_t, s);
 #endif
   return baseline::forward_f64(zs, zt, K, N, len, inv_t, s);
 }
@@ -51,7 +49,7 @@ double forward_block(const double* zs, const double* zt, int64_t K, int64_t N, i
 void backward_block(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t, double scale,
                     KdScratch& s, float* gs, float* gt) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (has_avx2()) return avx2::backward_f32(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
+  if (cpu_has_avx2_fma()) return avx2::backward_f32(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
 #endif
   baseline::backward_f32(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
 }
@@ -59,7 +57,7 @@ void backward_block(const float* zs, const float* zt, int64_t K, int64_t N, int6
 void backward_block(const double* zs, const double* zt, int64_t K, int64_t N, int64_t len, double inv_t,
                     double scale, KdScratch& s, double* gs, double* gt) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (has_avx2()) return avx2::backward_f64(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
+  if (cpu_has_avx2_fma()) return avx2::backward_f64(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
 #endif
   baseline::backward_f64(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
 }

@@ -95,37 +95,41 @@ __global__ void weights_kernel(W* __restrict__ s, W* __restrict__ dd, int64_t B,
   }
 }
 
-Tensor row_sums_cuda(const RelationRows& rows, double inv_tau) {
-  const Tensor& xs = rows.xs;
-  const Tensor& offsets = rows.offsets;
-  const int64_t B = xs.size(0), N = xs.size(1), bc = panel_width(B, N, xs.element_size());
-  Tensor sums = at::zeros({B, 3, N}, offsets.options());
-  const Tensor buf_s = at::empty({B * N * bc}, xs.options()), buf_t = at::empty_like(buf_s);
-  const auto stream = at::cuda::getCurrentCUDAStream();
+// Calls fn(j0, w, ps, pd) for each column panel [j0, j0 + w), with the panels formed by panels().
+template <typename Fn>
+void for_each_panel(const RelationRows& rows, Fn fn) {
+  const int64_t B = rows.xs.size(0), N = rows.xs.size(1), bc = panel_width(B, N, rows.xs.element_size());
+  const Tensor buf_s = at::empty({B * N * bc}, rows.xs.options()), buf_d = at::empty_like(buf_s);
   for (int64_t j0 = 0; j0 < N; j0 += bc) {
     const int64_t w = std::min(bc, N - j0);
     Tensor ps, pd;
-    panels(rows, j0, w, buf_s, buf_t, ps, pd);
-    AT_DISPATCH_FLOATING_TYPES(xs.scalar_type(), "relation_kl_loss", [&] {
+    panels(rows, j0, w, buf_s, buf_d, ps, pd);
+    fn(j0, w, ps, pd);
+  }
+}
+
+Tensor row_sums_cuda(const RelationRows& rows, double inv_tau) {
+  const Tensor& offsets = rows.offsets;
+  const int64_t B = rows.xs.size(0), N = rows.xs.size(1);
+  Tensor sums = at::zeros({B, 3, N}, offsets.options());
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  for_each_panel(rows, [&](int64_t, int64_t w, const Tensor& ps, const Tensor& pd) {
+    AT_DISPATCH_FLOATING_TYPES(rows.xs.scalar_type(), "relation_kl_loss", [&] {
       row_sums_kernel<scalar_t><<<blocks_for(B * N * 32), kThreads, 0, stream>>>(
           ps.data_ptr<scalar_t>(), pd.data_ptr<scalar_t>(), B * N, N, w, inv_tau, offsets.data_ptr<double>(),
           sums.data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-  }
+  });
   return sums;
 }
 
 std::tuple<Tensor, Tensor> row_grads_cuda(const RelationRows& rows, const Tensor& terms, double inv_tau) {
   const Tensor &xs = rows.xs, &xt = rows.xt;
-  const int64_t B = xs.size(0), N = xs.size(1), bc = panel_width(B, N, xs.element_size());
+  const int64_t B = xs.size(0), N = xs.size(1);
   Tensor gs = at::zeros_like(xs), gt = at::zeros_like(xt);
-  const Tensor buf_s = at::empty({B * N * bc}, xs.options()), buf_t = at::empty_like(buf_s);
   const auto stream = at::cuda::getCurrentCUDAStream();
-  for (int64_t j0 = 0; j0 < N; j0 += bc) {
-    const int64_t w = std::min(bc, N - j0);
-    Tensor ps, pd;
-    panels(rows, j0, w, buf_s, buf_t, ps, pd);
+  for_each_panel(rows, [&](int64_t j0, int64_t w, const Tensor& ps, const Tensor& pd) {
     AT_DISPATCH_FLOATING_TYPES(xs.scalar_type(), "relation_kl_loss_backward", [&] {
       weights_kernel<scalar_t><<<blocks_for(B * N * w), kThreads, 0, stream>>>(
           ps.data_ptr<scalar_t>(), pd.data_ptr<scalar_t>(), B, N, j0, w, inv_tau, terms.data_ptr<double>());
@@ -133,7 +137,7 @@ std::tuple<Tensor, Tensor> row_grads_cuda(const RelationRows& rows, const Tensor
     });
     gs.baddbmm_(ps, xs.narrow(1, j0, w));  // row i += Σ_{j ∈ J} G_s,ij x̂_j
     gt.baddbmm_(pd, xt.narrow(1, j0, w));
-  }
+  });
   return {gs, gt};
 }
 
