@@ -4,16 +4,9 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include <algorithm>
+#include "grid.cuh"
 
 namespace relkd {
-
-constexpr int kThreads = 256;
-
-// Blocks for a grid-stride loop over n items.
-inline int blocks_for(int64_t n) {
-  return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 8));
-}
 
 inline void check_cuda_dtype(const char* op, const at::Tensor& t) {
   const auto s = t.scalar_type();

@@ -1,0 +1,65 @@
+// The kernels of the panel sweep of relation_kl_loss (relation_kl.cu). Device code only, no CUDA headers, so
+// tests/cuda_emu can run them on the CPU.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace relkd::panel {
+
+// One warp per row (b, i): adds Σ_j e^{s_ij − m_s,i}, Σ_j e^{t_ij − m_t,i} and
+// Σ_j e^{t_ij − m_t,i}(t_ij − s_ij) over the panel's w columns. Panels run one after another on the stream,
+// so each row has one writer.
+template <typename W>
+__global__ void row_sums_kernel(const W* __restrict__ s, const W* __restrict__ d, int64_t rows, int64_t N,
+                                int64_t w, double inv_tau, const double* __restrict__ offsets,
+                                double* __restrict__ sums) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  for (int64_t row = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; row < rows;
+       row += warps) {
+    const int64_t b = row / N, i = row % N;
+    const double ms = offsets[2 * b * N + i], mt = offsets[(2 * b + 1) * N + i];
+    double es = 0.0, et = 0.0, ea = 0.0;
+    for (int64_t c = lane; c < w; c += 32) {
+      const double sv = static_cast<double>(s[row * w + c]) * inv_tau;
+      const double dv = static_cast<double>(d[row * w + c]) * inv_tau;
+      const double e_t = exp(sv + dv - mt);
+      es += exp(sv - ms);
+      et += e_t;
+      ea += e_t * dv;
+    }
+    for (int offset = 16; offset > 0; offset /= 2) {
+      es += __shfl_down_sync(0xffffffffu, es, offset);
+      et += __shfl_down_sync(0xffffffffu, et, offset);
+      ea += __shfl_down_sync(0xffffffffu, ea, offset);
+    }
+    if (lane == 0) {
+      double* o = sums + 3 * b * N + i;
+      o[0] += es;
+      o[N] += et;
+      o[2 * N] += ea;
+    }
+  }
+}
+
+// In place: s_ij, d_ij → G_s,ij = (p_s − p_t)_ij + (p_s − p_t)_ji and
+// G_t,ij = p_t,ij (d_ij − a_i) + p_t,ji (d_ij − a_j), d = t − s, with p from each row's own statistics.
+template <typename W>
+__global__ void weights_kernel(W* __restrict__ s, W* __restrict__ dd, int64_t B, int64_t N, int64_t j0, int64_t w,
+                               double inv_tau, const double* __restrict__ terms) {
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < B * N * w;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = idx / w, b = row / N, i = row % N, j = j0 + idx % w;
+    const double* ms = terms + 5 * b * N;
+    const double *mt = ms + N, *rs = ms + 2 * N, *rt = ms + 3 * N, *a = ms + 4 * N;
+    const double sv = static_cast<double>(s[idx]) * inv_tau, d = static_cast<double>(dd[idx]) * inv_tau;
+    const double tv = sv + d;
+    const double ps_i = exp(sv - ms[i]) * rs[i], pt_i = exp(tv - mt[i]) * rt[i];
+    const double ps_j = exp(sv - ms[j]) * rs[j], pt_j = exp(tv - mt[j]) * rt[j];
+    s[idx] = static_cast<W>((ps_i - pt_i) + (ps_j - pt_j));
+    dd[idx] = static_cast<W>(pt_i * (d - a[i]) + pt_j * (d - a[j]));
+  }
+}
+
+}  // namespace relkd::panel
