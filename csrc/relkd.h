@@ -86,7 +86,16 @@ struct RelationKLKernels {
   // Cs ≠ Ct with float32 (or narrower) input: take the inner products in float64 (accurate gradients as the
   // student nears the teacher; CPU) or in float32 (GPU throughput).
   bool float64_when_channels_differ;
+  // Optional fused per-pixel passes, else the ATen composites of csrc/common/relation_kl.cpp: the rows of
+  // NCHW features (rows in `work` dtype, dl/dr when Cs = Ct), and the chain rule of x̂ = x / max(|x|, eps)
+  // taking g_rows [B,N,C]·scale back to f's NCHW shape and dtype.
+  RelationRows (*rows)(const Tensor& fs, const Tensor& ft, double eps, double inv_tau, at::ScalarType work) = nullptr;
+  Tensor (*rows_backward)(const Tensor& f, const Tensor& g_rows, const Tensor& scale, double eps) = nullptr;
 };
+
+// The CPU's fused per-pixel passes (csrc/cpu/relation_kl_rows.cpp).
+RelationRows relation_rows_cpu(const Tensor& fs, const Tensor& ft, double eps, double inv_tau, at::ScalarType work);
+Tensor relation_rows_backward_cpu(const Tensor& f, const Tensor& g_rows, const Tensor& scale, double eps);
 
 std::tuple<Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const Tensor& fs, const Tensor& ft,
                                                double temperature, double eps, bool check_finite);

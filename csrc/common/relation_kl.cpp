@@ -36,6 +36,7 @@ RelationRows relation_rows(const RelationKLKernels& k, const Tensor& fs, const T
                            double inv_tau) {
   const bool same = fs.size(1) == ft.size(1);
   const auto work = same || !k.float64_when_channels_differ ? acc_type(fs) : at::kDouble;
+  if (k.rows != nullptr) return k.rows(fs, ft, eps, inv_tau, work);
   const auto [us, ms] = unit_rows64(fs, eps, inv_tau);
   const auto [ut, mt] = unit_rows64(ft, eps, inv_tau);
   RelationRows rows{us.to(work).contiguous(), ut.to(work).contiguous(), {}, {}, at::stack({ms, mt}, 1)};
@@ -103,7 +104,8 @@ std::tuple<Tensor, Tensor> relation_kl_backward(const RelationKLKernels& k, cons
   const auto [gs, gt] = k.row_grads(rows, terms.contiguous(), inv_tau);
   // dL/ds_ij carries τ²/(B·N) from the loss and 1/τ from s_ij = ⟨x̂_i, x̂_j⟩ / τ.
   const Tensor scale = grad.to(at::kDouble) * (temperature / static_cast<double>(B * N));  // no host sync
-  return {unit_rows_backward(fs, gs, scale, eps), unit_rows_backward(ft, gt, scale, eps)};
+  const auto chain = k.rows_backward != nullptr ? k.rows_backward : &unit_rows_backward;
+  return {chain(fs, gs, scale, eps), chain(ft, gt, scale, eps)};
 }
 
 }  // namespace relkd

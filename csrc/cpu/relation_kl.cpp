@@ -189,7 +189,8 @@ std::tuple<Tensor, Tensor> row_grads_cpu(const RelationRows& rows, const Tensor&
                                               : row_grads_impl<float>(rows, terms, inv_tau);
 }
 
-constexpr RelationKLKernels kCpuKernels{&row_sums_cpu, &row_grads_cpu, /*float64_when_channels_differ=*/true};
+constexpr RelationKLKernels kCpuKernels{&row_sums_cpu, &row_grads_cpu, /*float64_when_channels_differ=*/true,
+                                        &relation_rows_cpu, &relation_rows_backward_cpu};
 
 void check_cpu(const Tensor& fs) {
   TORCH_CHECK_TYPE(fs.scalar_type() == at::kFloat || fs.scalar_type() == at::kDouble,
