@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "../relkd.h"
+#include "pixel_blocks.h"
 
 namespace relkd {
 namespace {
@@ -23,18 +24,6 @@ void sum_squares(const T* x, int64_t C, int64_t N, int64_t len, double* acc) {
   }
 }
 
-// Runs fn(b, i0, len) over blocks of kBlock pixels of every sample, in parallel.
-template <typename Fn>
-void for_pixel_blocks(int64_t B, int64_t N, Fn fn) {
-  const int64_t nblocks = (N + kBlock - 1) / kBlock;
-  at::parallel_for(0, B * nblocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / nblocks, i0 = (task % nblocks) * kBlock;
-      fn(b, i0, std::min(kBlock, N - i0));
-    }
-  });
-}
-
 template <typename T, typename W>
 void normalize_impl(const Tensor& xs, const Tensor& xt, double eps, bool sum_diff, Tensor& out_a,
                     Tensor& out_b) {
@@ -43,7 +32,7 @@ void normalize_impl(const Tensor& xs, const Tensor& xt, double eps, bool sum_dif
   const T* pt = xt.data_ptr<T>();
   W* pa = out_a.data_ptr<W>();
   W* pb = out_b.data_ptr<W>();
-  for_pixel_blocks(B, N, [&](int64_t b, int64_t i0, int64_t len) {
+  for_pixel_blocks(B, N, kBlock, [&](int64_t b, int64_t i0, int64_t len) {
     double inv_s[kBlock], inv_t[kBlock];
     const T* s = ps + b * Cs * N + i0;
     const T* t = pt + b * Ct * N + i0;
@@ -106,7 +95,7 @@ void normalize_backward_impl(const Tensor& xs, const Tensor& xt, const Tensor& g
   const W* pb = gb.data_ptr<W>();
   T* os = gxs.data_ptr<T>();
   T* ot = gxt.data_ptr<T>();
-  for_pixel_blocks(B, N, [&](int64_t b, int64_t i0, int64_t len) {
+  for_pixel_blocks(B, N, kBlock, [&](int64_t b, int64_t i0, int64_t len) {
     const int64_t s = b * Cs * N + i0, t = b * Ct * N + i0;
     if (sum_diff) {  // ∂/∂x̂s = g_P + g_E, ∂/∂x̂t = g_P − g_E
       chain_rule(ps + s, pa + s, pb + s, 1.0, Cs, N, len, eps, os + s);

@@ -9,23 +9,12 @@
 #include <cmath>
 
 #include "../relkd.h"
+#include "pixel_blocks.h"
 
 namespace relkd {
 namespace {
 
 constexpr int64_t kBlock = 64;  // pixels per task: a block's rows ([kBlock, C]) stay in L1/L2
-
-// Runs fn(b, i0, len) over blocks of kBlock pixels of every sample, in parallel.
-template <typename Fn>
-void for_pixel_blocks(int64_t B, int64_t N, Fn fn) {
-  const int64_t nblocks = (N + kBlock - 1) / kBlock;
-  at::parallel_for(0, B * nblocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / nblocks, i0 = (task % nblocks) * kBlock;
-      fn(b, i0, std::min(kBlock, N - i0));
-    }
-  });
-}
 
 // denom_i = max(|x_i|, eps) and n_i = |x_i| / denom_i for the len pixels at x (channel stride N).
 template <typename T>
@@ -72,7 +61,7 @@ RelationRows rows_impl(const Tensor& fs_in, const Tensor& ft_in, double eps, dou
   const T *ps = fs.data_ptr<T>(), *pt = ft.data_ptr<T>();
   W *xs = r.xs.data_ptr<W>(), *xt = r.xt.data_ptr<W>();
   double* m = r.offsets.data_ptr<double>();
-  for_pixel_blocks(B, N, [&](int64_t b, int64_t i0, int64_t len) {
+  for_pixel_blocks(B, N, kBlock, [&](int64_t b, int64_t i0, int64_t len) {
     double den_s[kBlock], den_t[kBlock];
     const T* s = ps + b * Cs * N + i0;
     const T* t = pt + b * Ct * N + i0;
@@ -115,7 +104,7 @@ Tensor rows_backward_impl(const Tensor& f_in, const Tensor& g_rows_in, double sc
   const T* px = f.data_ptr<T>();
   const W* pg = g_rows.data_ptr<W>();
   T* po = out.data_ptr<T>();
-  for_pixel_blocks(B, N, [&](int64_t b, int64_t i0, int64_t len) {
+  for_pixel_blocks(B, N, kBlock, [&](int64_t b, int64_t i0, int64_t len) {
     double sq[kBlock] = {}, dot[kBlock] = {};
     const T* x = px + b * C * N + i0;
     const W* g = pg + (b * N + i0) * C;
