@@ -18,8 +18,22 @@ def features(b, cs, ct, h, w, seed=0, dtype=torch.float64):
     )
 
 
+@pytest.fixture(params=["fused", "aten"])
+def cpu_rows(request, monkeypatch):
+    """Both CPU per-pixel passes: the fused kernels and the ATen composites the CUDA path shares."""
+    monkeypatch.setenv("RELKD_RELATION_KL_ROWS", request.param)
+    return request.param
+
+
+def test_rejects_unknown_rows_path(monkeypatch):
+    monkeypatch.setenv("RELKD_RELATION_KL_ROWS", "bogus")
+    fs, ft = features(1, 2, 2, 3, 3)
+    with pytest.raises(ValueError, match="RELKD_RELATION_KL_ROWS"):
+        relation_kl_loss(fs, ft)
+
+
 @pytest.mark.parametrize("cs,ct", [(3, 3), (4, 6)])
-def test_opcheck(cs, ct):
+def test_opcheck(cs, ct, cpu_rows):
     fs, ft = features(2, cs, ct, 5, 4)
     for requires_grad in (False, True):
         args = (fs.requires_grad_(requires_grad), ft.requires_grad_(requires_grad), 0.5, 1e-12, True)
@@ -28,7 +42,7 @@ def test_opcheck(cs, ct):
 
 @pytest.mark.parametrize("tau", [0.3, 1.0])
 @pytest.mark.parametrize("cs,ct", [(3, 3), (2, 5)])
-def test_gradcheck_float64(cs, ct, tau):
+def test_gradcheck_float64(cs, ct, tau, cpu_rows):
     fs, ft = features(2, cs, ct, 3, 4)
     fs.requires_grad_(), ft.requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: relation_kl_loss(a, b, tau), (fs, ft))
@@ -37,7 +51,7 @@ def test_gradcheck_float64(cs, ct, tau):
 @pytest.mark.parametrize("tau", [0.1, 0.5, 1.0, 4.0])
 @pytest.mark.parametrize("cs,ct", [(1, 1), (8, 8), (64, 64), (8, 64), (64, 1)])
 @pytest.mark.parametrize("b,h,w", [(1, 1, 1), (2, 5, 17), (3, 17, 5), (1, 32, 32)])
-def test_matches_reference(b, cs, ct, h, w, tau):
+def test_matches_reference(b, cs, ct, h, w, tau, cpu_rows):
     fs, ft = features(b, cs, ct, h, w, seed=b * 100 + cs + ct + h)
     assert_matches(relation_kl_loss, relation_kl_loss_reference, fs, ft, tau)
 
@@ -75,21 +89,21 @@ def test_pool(pool, h, w):
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced", "strided"])
-def test_layouts(layout):
+def test_layouts(layout, cpu_rows):
     fs, ft = features(2, 8, 3, 7, 5)
     expected = grads(relation_kl_loss_reference, fs, ft, 0.5)
     actual = grads(relation_kl_loss, layouts(fs)[layout], layouts(ft)[layout], 0.5)
     torch.testing.assert_close(actual, expected)
 
 
-def test_gradients_are_contiguous():
+def test_gradients_are_contiguous(cpu_rows):
     """NCHW in, NCHW gradients out (channels-last ones slowed avg_pool2d's backward 2.6x at pool = 4)."""
     fs, ft = features(2, 8, 3, 7, 5, dtype=torch.float32)
     _, g = grads(relation_kl_loss, fs, ft, 0.5)
     assert all(x.is_contiguous() for x in g)
 
 
-def test_zero_pixel_vectors():
+def test_zero_pixel_vectors(cpu_rows):
     """Zero pixels have |x̂| = 0: their rows are uniform and the per-row offsets differ (general path)."""
     fs, ft = features(2, 4, 6, 5, 5)
     fs[0, :, 1, 2] = 0
@@ -126,7 +140,7 @@ def test_tiny_temperature_is_finite():
 @pytest.mark.parametrize("delta", [1e-1, 1e-2, 1e-3])
 @pytest.mark.parametrize("tau", [0.1, 0.5, 1.0, 4.0])
 @pytest.mark.parametrize("cs,ct", [(16, 16), (64, 64), (16, 24), (8, 64)])
-def test_float32_accuracy_near_teacher(delta, cs, ct, tau):
+def test_float32_accuracy_near_teacher(delta, cs, ct, tau, cpu_rows):
     """Student ≈ teacher (late training): float32 within 1e-5 (loss) / 1e-4 (grads) of float64.
 
     The float64 reference sees the unrounded features, so the float32 rounding of the inputs counts against

@@ -1,6 +1,7 @@
-// relation_kl_loss (DESIGN §3.4), the device-generic part: checks, the normalization and its chain rule,
-// and the per-row statistics → loss / backward terms. The O(N²) pair sweep is a per-device hook
-// (RelationKLKernels); everything here is O(B·N·C).
+// relation_kl_loss (DESIGN §3.4), the device-generic part: checks, the normalization and its chain rule as
+// ATen composites (used where a device has no fused per-pixel passes: CUDA; the CPU has its own,
+// csrc/cpu/relation_kl_rows.cpp), and the per-row statistics → loss / backward terms. The O(N²) pair sweep is
+// a per-device hook (RelationKLKernels); everything here is O(B·N·C).
 //
 // Per sample, x̂_i = x_i / max(|x_i|, eps), s_ij = ⟨x̂_i, x̂_j⟩ / τ (t_ij likewise for the teacher) and
 //   lse_s(i) = m_s,i + log Σ_j e^{s_ij − m_s,i},   KL_i = Σ_j p_t,ij (t_ij − s_ij) − lse_t(i) + lse_s(i).

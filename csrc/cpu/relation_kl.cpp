@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -191,6 +193,19 @@ std::tuple<Tensor, Tensor> row_grads_cpu(const RelationRows& rows, const Tensor&
 
 constexpr RelationKLKernels kCpuKernels{&row_sums_cpu, &row_grads_cpu, /*float64_when_channels_differ=*/true,
                                         &relation_rows_cpu, &relation_rows_backward_cpu};
+// The same with the ATen composites of csrc/common for the per-pixel passes (the ones the CUDA path uses), so
+// the CPU tests cover them too.
+constexpr RelationKLKernels kCpuKernelsAten{&row_sums_cpu, &row_grads_cpu, /*float64_when_channels_differ=*/true};
+
+// RELKD_RELATION_KL_ROWS = fused (default) | aten, read on every call so a test can switch it.
+const RelationKLKernels& cpu_kernels() {
+  const char* env = std::getenv("RELKD_RELATION_KL_ROWS");
+  const std::string choice = env == nullptr ? "" : env;
+  if (choice.empty() || choice == "fused") return kCpuKernels;
+  TORCH_CHECK_VALUE(choice == "aten", "relation_kl_loss: RELKD_RELATION_KL_ROWS must be 'fused' or 'aten', got '",
+                    choice, "'");
+  return kCpuKernelsAten;
+}
 
 void check_cpu(const Tensor& fs) {
   TORCH_CHECK_TYPE(fs.scalar_type() == at::kFloat || fs.scalar_type() == at::kDouble,
@@ -201,13 +216,13 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& fs, const Tensor& ft, doubl
                                        bool check_finite) {
   check_relation_kl_inputs(fs, ft, temperature, eps);
   check_cpu(fs);
-  return relation_kl_forward(kCpuKernels, fs, ft, temperature, eps, check_finite);
+  return relation_kl_forward(cpu_kernels(), fs, ft, temperature, eps, check_finite);
 }
 
 std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& fs, const Tensor& ft, const Tensor& stats,
                                         double temperature, double eps) {
   check_cpu(fs);
-  return relation_kl_backward(kCpuKernels, grad, fs, ft, stats, temperature, eps);
+  return relation_kl_backward(cpu_kernels(), grad, fs, ft, stats, temperature, eps);
 }
 
 }  // namespace
