@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 
@@ -51,3 +52,29 @@ def layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
         "sliced": wide,
         "strided": padded[..., ::2],
     }
+
+
+def assert_bad_input(op_name: str, call, inputs: tuple, exc: type[Exception], message: str) -> None:
+    """call(*inputs) raises exc with a message naming the op and containing ``message``."""
+    with pytest.raises(exc, match=op_name) as info:
+        call(*inputs)
+    assert message in str(info.value)
+
+
+def non_finite_result(op, op_name: str, inputs: dict[str, torch.Tensor], which: str) -> torch.Tensor:
+    """inputs[which] (already holding a NaN/Inf) makes op raise a ValueError naming the op and the input;
+    returns op's result with check_finite=False (no check, no error)."""
+    with pytest.raises(ValueError, match=f"{op_name}: {which} contains NaN or Inf"):
+        op(*inputs.values())
+    return op(*inputs.values(), check_finite=False)
+
+
+def assert_cuda_matches_float64(native_fn, reference_fn, floats: tuple, dtype: torch.dtype, tol: float,
+                                cpu_args: tuple = (), cuda_args: tuple = ()) -> None:
+    """The CUDA op on ``floats`` cast to dtype matches the float64 reference: loss to tol, gradients (in
+    dtype) to 10·tol, relative norm-wise."""
+    loss64, g64 = grads(reference_fn, *floats, *cpu_args)
+    loss, g = grads(native_fn, *(x.cuda().to(dtype) for x in floats), *cuda_args)
+    assert rel_err(loss.cpu(), loss64) < tol
+    for a, e in zip(g, g64):
+        assert a.dtype == dtype and rel_err(a.cpu(), e) < 10 * tol

@@ -1,6 +1,15 @@
 import pytest
 import torch
-from helpers import assert_matches, grads, layouts, near_pair, rel_err
+from helpers import (
+    assert_bad_input,
+    assert_cuda_matches_float64,
+    assert_matches,
+    grads,
+    layouts,
+    near_pair,
+    non_finite_result,
+    rel_err,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -192,20 +201,15 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("call,exc,message", BAD_INPUTS)
 def test_bad_input(call, exc, message):
-    fs, ft = features(2, 3, 4, 3, 3, dtype=torch.float32)
-    with pytest.raises(exc, match="affinity_loss") as info:
-        call(fs, ft)
-    assert message in str(info.value)
+    assert_bad_input("affinity_loss", call, features(2, 3, 4, 3, 3, dtype=torch.float32), exc, message)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("which", ["fs", "ft"])
 def test_non_finite_input(value, which):
-    fs, ft = features(2, 3, 4, 3, 3, dtype=torch.float32)
-    (fs if which == "fs" else ft)[1, 2, 0, 1] = value
-    with pytest.raises(ValueError, match=f"affinity_loss: {which} contains NaN or Inf"):
-        affinity_loss(fs, ft)
-    assert not torch.isfinite(affinity_loss(fs, ft, check_finite=False))
+    inputs = dict(zip(("fs", "ft"), features(2, 3, 4, 3, 3, dtype=torch.float32)))
+    inputs[which][1, 2, 0, 1] = value
+    assert not torch.isfinite(non_finite_result(affinity_loss, "affinity_loss", inputs, which))
 
 
 def test_raw_op_rejects_bad_labels_without_crashing():
@@ -223,14 +227,12 @@ def test_raw_op_rejects_bad_labels_without_crashing():
 @pytest.mark.parametrize("labeled", [False, True])
 @pytest.mark.parametrize("cs,ct", [(16, 16), (8, 32)])
 def test_cuda_matches_float64_reference(dtype, tol, labeled, cs, ct):
-    fs, ft = features(2, cs, ct, 17, 16)
     labels = torch.randint(0, 3, (2, 17, 16)) if labeled else None
-    loss64, g64 = grads(affinity_loss_reference, fs, ft, labels, 0.5, 1.5)
     lab = labels.cuda() if labeled else None
-    loss, g = grads(affinity_loss, fs.cuda().to(dtype), ft.cuda().to(dtype), lab, 0.5, 1.5)
-    assert rel_err(loss.cpu(), loss64) < tol
-    for a, e in zip(g, g64):
-        assert a.dtype == dtype and rel_err(a.cpu(), e) < 10 * tol
+    floats = features(2, cs, ct, 17, 16)
+    assert_cuda_matches_float64(
+        affinity_loss, affinity_loss_reference, floats, dtype, tol, (labels, 0.5, 1.5), (lab, 0.5, 1.5)
+    )
 
 
 @pytest.mark.cuda
