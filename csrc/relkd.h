@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include <initializer_list>
+#include <string>
 #include <tuple>
 #include <utility>
 
@@ -21,6 +22,10 @@ void check_finite_result(const char* op, const Tensor& value,
 // Checks shared by every op: 4-D floating tensors of one dtype on one device, equal batch size.
 void check_feature_pair(const char* op, const Tensor& a, const Tensor& b, const char* name_a,
                         const char* name_b);
+
+// The value of environment variable `name`: one of `choices`, the first when unset or empty; any other value
+// is a ValueError naming the op and the variable. Read on every call, so a test can switch it.
+std::string env_choice(const char* op, const char* name, std::initializer_list<const char*> choices);
 
 // dtype in which reductions and GEMMs run: float64 for float64 inputs, float32 otherwise.
 inline at::ScalarType acc_type(const Tensor& t) {

@@ -1,3 +1,5 @@
+#include <cstdlib>
+
 #include "../relkd.h"
 
 namespace relkd {
@@ -11,6 +13,18 @@ void check_finite_result(const char* op, const Tensor& value,
   }
   TORCH_CHECK_VALUE(false, op, ": the inputs are finite but the loss overflowed in ", value.scalar_type(),
                     "; use a wider dtype or rescale the features");
+}
+
+std::string env_choice(const char* op, const char* name, std::initializer_list<const char*> choices) {
+  const char* env = std::getenv(name);
+  const std::string value = env == nullptr ? "" : env;
+  if (value.empty()) return *choices.begin();
+  std::string listed;
+  for (const char* c : choices) {
+    if (value == c) return value;
+    listed += listed.empty() ? c : std::string(", ") + c;
+  }
+  C10_THROW_ERROR(ValueError, c10::str(op, ": ", name, " must be one of ", listed, "; got '", value, "'"));
 }
 
 void check_feature_pair(const char* op, const Tensor& a, const Tensor& b, const char* name_a,

@@ -15,8 +15,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 #include <utility>
 #include <vector>
 
@@ -197,14 +195,9 @@ constexpr RelationKLKernels kCpuKernels{&row_sums_cpu, &row_grads_cpu, /*float64
 // the CPU tests cover them too.
 constexpr RelationKLKernels kCpuKernelsAten{&row_sums_cpu, &row_grads_cpu, /*float64_when_channels_differ=*/true};
 
-// RELKD_RELATION_KL_ROWS = fused (default) | aten, read on every call so a test can switch it.
 const RelationKLKernels& cpu_kernels() {
-  const char* env = std::getenv("RELKD_RELATION_KL_ROWS");
-  const std::string choice = env == nullptr ? "" : env;
-  if (choice.empty() || choice == "fused") return kCpuKernels;
-  TORCH_CHECK_VALUE(choice == "aten", "relation_kl_loss: RELKD_RELATION_KL_ROWS must be 'fused' or 'aten', got '",
-                    choice, "'");
-  return kCpuKernelsAten;
+  const bool aten = env_choice("relation_kl_loss", "RELKD_RELATION_KL_ROWS", {"fused", "aten"}) == "aten";
+  return aten ? kCpuKernelsAten : kCpuKernels;
 }
 
 void check_cpu(const Tensor& fs) {

@@ -8,8 +8,6 @@
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 
 #include "../relkd.h"
 #include "common.cuh"
@@ -91,14 +89,9 @@ std::tuple<Tensor, Tensor> row_grads_cuda(const RelationRows& rows, const Tensor
 const RelationKLKernels kCudaKernels{&row_sums_cuda, &row_grads_cuda, /*float64_when_channels_differ=*/false};
 const RelationKLKernels kFusedKernels{&row_sums_fused, &row_grads_fused, /*float64_when_channels_differ=*/false};
 
-// Read on every call, so a test can switch it.
 const RelationKLKernels& cuda_kernels() {
-  const char* env = std::getenv("RELKD_RELATION_KL_CUDA");
-  const std::string choice = env == nullptr ? "" : env;
-  if (choice.empty() || choice == "panels") return kCudaKernels;
-  TORCH_CHECK_VALUE(choice == "fused", "relation_kl_loss: RELKD_RELATION_KL_CUDA must be 'panels' or 'fused', got '",
-                    choice, "'");
-  return kFusedKernels;
+  const bool fused = env_choice("relation_kl_loss", "RELKD_RELATION_KL_CUDA", {"panels", "fused"}) == "fused";
+  return fused ? kFusedKernels : kCudaKernels;
 }
 
 std::tuple<Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft, double temperature, double eps,
