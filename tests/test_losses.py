@@ -10,6 +10,7 @@ from relkd_bench.config import load_config
 from relkd_bench.losses import (
     AffinityLoss,
     RelKDLoss,
+    aam_pool,
     align_pair,
     build_loss,
     default_pairs,
@@ -121,3 +122,28 @@ def test_relation_kl_variant_calls_the_op():
     got = AffinityLoss("relation_kl", pool=2, temperature=0.5)(fs, ft)
     a, b = align_pair(fs, ft, "resize_teacher")
     torch.testing.assert_close(got, ops.relation_kl_loss(a, b, temperature=0.5, pool=2))
+
+
+@pytest.mark.parametrize("pool", [2, 3])
+def test_one_pooling_rule_for_every_aam_variant(pool):
+    """Odd H, W (7×9, not multiples of pool): every variant works on the same ceil-mode grid."""
+    torch.manual_seed(0)
+    fs, ft = torch.randn(2, 4, 7, 9, dtype=torch.float64), torch.randn(2, 6, 7, 9, dtype=torch.float64)
+    y = torch.randint(0, 2, (2, 1, 7, 9))
+    ps, pt = aam_pool(fs, pool), aam_pool(ft, pool)
+    assert ps.shape[-2:] == (-(-7 // pool), -(-9 // pool))
+    # a partial edge window averages the pixels it covers
+    h0, w0 = (ps.shape[-2] - 1) * pool, (ps.shape[-1] - 1) * pool
+    torch.testing.assert_close(ps[..., -1, -1], fs[..., h0:, w0:].mean((-2, -1)))
+    torch.testing.assert_close(AffinityLoss("cosine", pool=pool)(fs, ft).double(),
+                               ops.affinity_loss_reference(ps.float(), pt.float()).double(),
+                               rtol=1e-4, atol=1e-7)
+    yp = downsample_labels(y, (7, 9), 2, pool)
+    assert yp.shape[-2:] == ps.shape[-2:]
+    torch.testing.assert_close(AffinityLoss("class_aware", pool=pool)(fs, ft, y).double(),
+                               ops.affinity_loss_reference(ps.float(), pt.float(), yp).double(),
+                               rtol=1e-4, atol=1e-7)
+    if hasattr(ops, "relation_kl_loss"):  # the op pools inside; on the same grid as aam_pool
+        torch.testing.assert_close(AffinityLoss("relation_kl", pool=pool)(fs, ft).double(),
+                                   ops.relation_kl_loss(ps.float(), pt.float()).double(),
+                                   rtol=1e-4, atol=1e-7)
