@@ -21,7 +21,6 @@ ESPNet uses ``level2`` (stride 4) for AAM.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -131,85 +130,6 @@ def default_pairs(student: str, kind: str) -> tuple[tuple[str, str], ...]:
     if kind == "aa":
         return (("level2", "decoder"),) if student.lower() == "espnet" else (("decoder", "decoder"),)
     raise ValueError(f"kind must be 'km' or 'aa', got {kind!r}")
-
-
-# -- opt-in training diagnostics ---------------------------------------------------------------
-DIAGNOSE_ENV = "RELKD_DIAGNOSE"
-
-
-def diagnostics_requested() -> bool:
-    """``RELKD_DIAGNOSE=1`` turns on the ``diag_*`` parts of :class:`RelKDLoss` (``0``/unset: off).
-
-    The diagnostics read gradients with ``torch.autograd.grad`` (no parameter ``.grad`` is touched, no
-    random numbers are drawn), so a diagnosed run trains exactly like a plain one; it is slower.
-    """
-    value = os.environ.get(DIAGNOSE_ENV, "0")
-    if value not in ("0", "1"):
-        raise ValueError(f"{DIAGNOSE_ENV} must be 0 or 1, got {value!r}")
-    return value == "1"
-
-
-def logit_diagnostics(zs: torch.Tensor, labels: torch.Tensor, zt: torch.Tensor | None,
-                      terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """What each loss term does to the student's foreground/background logits, for a binary task.
-
-    Args:
-        zs: student logits ``[B, 2, H, W]`` (in the graph of every term); zt: teacher logits or None.
-        labels: ground truth ``[B, 1, H, W]`` (1 = foreground).
-        terms: name → weighted scalar term (as it enters the total loss).
-
-    Returns (floats):
-        ``diag_fg_gt``, ``diag_fg_s``, ``diag_fg_t``: foreground fraction of the ground truth, of the
-        student's and the teacher's argmax; ``diag_gap_{s,t}_{fg,bg}``: mean logit gap
-        ``z_fg − z_bg`` over ground-truth foreground / background pixels; ``diag_tscale``: the teacher's
-        mean ``|z_fg − z_bg|``; per term ``diag_push_<term>_{fg,bg}``: ``−Σ ∂term/∂gap`` over the
-        ground-truth foreground / background pixels (> 0: gradient descent raises the gap, i.e. pushes
-        towards foreground) and ``diag_gnorm_<term>``: ``‖∂term/∂zs‖₂``.
-    """
-    fg = labels[:, 0] > 0
-    bg = ~fg
-    gap_s = (zs[:, 1] - zs[:, 0]).detach().float()
-    out = {"diag_fg_gt": float(fg.float().mean()), "diag_fg_s": float((gap_s > 0).float().mean()),
-           "diag_gap_s_fg": _masked_mean(gap_s, fg), "diag_gap_s_bg": _masked_mean(gap_s, bg)}
-    if zt is not None:
-        gap_t = (zt[:, 1] - zt[:, 0]).detach().float()
-        out.update({"diag_fg_t": float((gap_t > 0).float().mean()), "diag_gap_t_fg": _masked_mean(gap_t, fg),
-                    "diag_gap_t_bg": _masked_mean(gap_t, bg), "diag_tscale": float(gap_t.abs().mean())})
-    for name, term in terms.items():
-        (g,) = torch.autograd.grad(term, zs, retain_graph=True)
-        # softmax losses are shift-invariant over classes: ∂/∂gap = (∂/∂z_fg − ∂/∂z_bg) / 2
-        g_gap = (g[:, 1] - g[:, 0]).float() / 2
-        out[f"diag_push_{name}_fg"] = float(-(g_gap * fg).sum())
-        out[f"diag_push_{name}_bg"] = float(-(g_gap * bg).sum())
-        out[f"diag_gnorm_{name}"] = float(g.float().norm())
-    return out
-
-
-def feature_diagnostics(feats: Sequence[torch.Tensor], term: torch.Tensor, name: str) -> dict[str, float]:
-    """Exactly-zero pixel vectors of student features ``[B, C, H, W]`` and the term's gradient on them.
-
-    Returns ``diag_<name>_zero_px`` (fraction of pixels whose channel vector is exactly 0),
-    ``diag_<name>_gmax`` (max ``|∂term/∂f|`` over all features) and ``diag_<name>_gmax_zero`` (the same
-    over the zero pixels only; 0 when there are none).
-    """
-    grads = torch.autograd.grad(term, list(feats), retain_graph=True, allow_unused=True)
-    n_px = n_zero = 0
-    gmax = gmax_zero = 0.0
-    for f, g in zip(feats, grads):
-        zero = (f.detach() == 0).all(1)  # [B, H, W]
-        n_px, n_zero = n_px + zero.numel(), n_zero + int(zero.sum())
-        if g is None:
-            continue
-        ga = g.detach().abs().amax(1)  # [B, H, W]
-        gmax = max(gmax, float(ga.max()))
-        if zero.any():
-            gmax_zero = max(gmax_zero, float(ga[zero].max()))
-    return {f"diag_{name}_zero_px": n_zero / max(n_px, 1), f"diag_{name}_gmax": gmax,
-            f"diag_{name}_gmax_zero": gmax_zero}
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
-    return float(x[mask].mean()) if mask.any() else float("nan")
 
 
 # -- the terms ---------------------------------------------------------------------------------
@@ -339,7 +259,6 @@ class RelKDLoss(nn.Module):
                        intra_weight=cfg.intra_weight, inter_weight=cfg.inter_weight,
                        temperature=cfg.aa_temperature, num_classes=num_classes)
             for _ in self.aa_pairs)
-        self.diagnostics = diagnostics_requested()
         self.student_taps = tuple(dict.fromkeys(s for s, _ in self.km_pairs + self.aa_pairs))
         self.teacher_taps = tuple(dict.fromkeys(t for _, t in self.km_pairs + self.aa_pairs))
         self.needs_teacher = cfg.enabled
@@ -376,22 +295,4 @@ class RelKDLoss(nn.Module):
             aa = sum(m(feats_s[s], feats_t[t], y) for m, (s, t) in zip(self.aa, self.aa_pairs)) / len(self.aa)
             total = total + c.lambda_aa * aa
             parts["aa"] = float(aa.detach())
-        if self.diagnostics and torch.is_grad_enabled():
-            parts.update(self._diagnose(zs, labels, zt, lm if self.logits is not None else None,
-                                        aa if len(self.aa) else None, feats_s))
         return total, parts
-
-    def _diagnose(self, zs: torch.Tensor, labels: torch.Tensor, zt: torch.Tensor | None,
-                  lm: torch.Tensor | None, aa: torch.Tensor | None,
-                  feats_s: Mapping[str, torch.Tensor] | None) -> dict[str, float]:
-        """The ``diag_*`` parts (see :func:`logit_diagnostics`, :func:`feature_diagnostics`)."""
-        c = self.cfg
-        terms = {"dice": self.seg.lambda_dice * self.seg.dice(zs.float(), labels),
-                 "ce": self.seg.lambda_ce * self.seg.ce(zs.float(), labels[:, 0].long())}
-        if lm is not None:
-            terms["lm"] = c.lambda_logits * lm
-        out = logit_diagnostics(zs, labels, zt, terms)
-        if aa is not None and feats_s:
-            taps = [feats_s[s] for s, _ in self.aa_pairs]
-            out.update(feature_diagnostics(taps, c.lambda_aa * aa, "aa"))
-        return out
