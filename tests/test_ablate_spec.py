@@ -94,3 +94,22 @@ def test_tpe_off_switch_and_requires():
     assert plan.overrides["distill.lambda_logits"] == 0.0 and plan.overrides["distill.lambda_km"] == 0.3
     assert "distill.temperature" not in plan.params and "distill.aa_variant" not in plan.params
     assert plan.method == "KM"
+
+
+def test_method_label_comes_from_the_effective_config():
+    """λs the search space leaves alone come from the base preset (quick: LM 1, KM 0.05, AA 10)."""
+    spec = spec_from_dict({"name": "w", "objective": "smoke", "sampler": "tpe", "n_trials": 3,
+                           "search_space": {"distill.lambda_aa": {"type": "float", "low": 0.1, "high": 1.0,
+                                                                  "off_switch": True}}})
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"distill.lambda_aa:on": False})
+    study.enqueue_trial({"distill.lambda_aa:on": True, "distill.lambda_aa": 0.5})
+    study.enqueue_trial({"distill.lambda_aa:on": False}, user_attrs={"baseline": True})
+    off, on, baseline = (make_plan(study.ask(), spec) for _ in range(3))
+    assert "distill.lambda_logits" not in on.overrides  # LM, KM: only in the preset
+    assert (off.method, on.method, baseline.method) == ("LM+KM", "LM+KM+AA", "none")
+    assert on.lambdas == {"LM": 1.0, "KM": 0.05, "AA": 0.5}
+    none = spec_from_dict({**GRID, "overrides": {"distill.lambda_km": 0.0}, "grid": {"heldout": ["HK"],
+                                                                                     "modules": ["none"]}})
+    study.enqueue_trial({"heldout": "HK", "modules": "none"})
+    assert make_plan(study.ask(), none).method == "none"

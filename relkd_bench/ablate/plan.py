@@ -10,7 +10,7 @@ import optuna
 
 from relkd_bench.ablate.spec import ALIASES, MODULES, AblationSpec, canonical_modules, cell_key
 
-__all__ = ["Objective", "TrialPlan", "baseline_params", "make_plan", "method_label"]
+__all__ = ["Objective", "TrialPlan", "baseline_params", "effective_lambdas", "make_plan", "method_label"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class TrialPlan:
         overrides: dotted config overrides (the spec's overrides, then the parameters).
         cell: grid cell key (grid studies), else ``None``.
         baseline: the no-KD baseline (all λ = 0).
+        lambdas: the effective λ of each module (``LM``, ``KM``, ``AA``): the base config with the
+            overrides applied, so a λ that comes from the base preset counts.
     """
 
     number: int
@@ -30,11 +32,12 @@ class TrialPlan:
     overrides: dict[str, Any] = field(default_factory=dict)
     cell: str | None = None
     baseline: bool = False
+    lambdas: dict[str, float] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
-        """Module-set label implied by the overrides (``none``, ``LM``, …, ``LM+KM+AA``)."""
-        return method_label({m: float(self.overrides.get(k, 0.0) or 0.0) for m, k in MODULES.items()})
+        """Module-set label of the effective λs (``none``, ``LM``, …, ``LM+KM+AA``)."""
+        return method_label(self.lambdas)
 
 
 #: An objective gets the live trial (for ``report``/``should_prune``/``set_user_attr``) and its plan,
@@ -45,6 +48,14 @@ Objective = Callable[[optuna.Trial, TrialPlan], float]
 def method_label(lambdas: Mapping[str, float]) -> str:
     """``{"LM": 1, "KM": 0, "AA": 0.5}`` → ``"LM+AA"``; all zero → ``"none"``."""
     return "+".join(m for m in MODULES if lambdas.get(m, 0.0) > 0) or "none"
+
+
+def effective_lambdas(base: str, overrides: Mapping[str, Any]) -> dict[str, float]:
+    """λ of each module in ``load_config(base, overrides)``: what the trial trains with."""
+    from relkd_bench.config import load_config  # config is earlier in the flow
+
+    distill = load_config(base, dict(overrides)).distill
+    return {m: float(getattr(distill, key.split(".", 1)[1])) for m, key in MODULES.items()}
 
 
 def baseline_params(spec: AblationSpec) -> dict[str, Any]:
@@ -83,4 +94,5 @@ def make_plan(trial: optuna.Trial, spec: AblationSpec) -> TrialPlan:
                 params[name] = 0.0
                 continue
             params[name] = p.suggest(trial, name)
-    return TrialPlan(trial.number, params, _overrides(spec, params, baseline), cell, baseline)
+    overrides = _overrides(spec, params, baseline)
+    return TrialPlan(trial.number, params, overrides, cell, baseline, effective_lambdas(spec.base, overrides))
