@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from relkd_bench.engine import CheckpointError, train_student, train_teacher
+    from relkd_bench.engine.teacher_check import TeacherMismatchError
 
     progress = not args.no_progress
     try:
@@ -62,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except TeacherMismatchError as exc:  # e.g. a teacher that saw the held-out site
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = result.to_dict()
     out.pop("history", None)
     print(json.dumps(out, indent=1))

@@ -1,10 +1,12 @@
-"""Engine: tiny end-to-end run, LOSO leakage guard, exact resume, corrupt checkpoints, metrics, CLIs."""
+"""Engine: tiny end-to-end run, LOSO leakage guards (data split, teacher), exact resume, corrupt
+checkpoints, metrics, CLIs."""
 
 from __future__ import annotations
 
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ from relkd_bench.engine import (
     train_teacher,
     volume_metrics,
 )
+from relkd_bench.engine.teacher_check import TeacherMismatchError, check_teacher, teacher_mismatches
 
 TINY = {
     "data.synthetic.cases_per_site": 3, "data.synthetic.size": 32, "data.synthetic.slices": 6,
@@ -195,3 +198,36 @@ def test_clis(tiny, tmp_path, capsys):
     bad.write_bytes(b"xx")
     assert evaluate.main(["--checkpoint", str(bad), "--data", str(one)]) == 1
     assert "corrupt" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_teacher_that_saw_the_heldout_site(tiny, capsys):
+    """A teacher trained with data.heldout=HK trained on BIDMC: a BIDMC-held-out student must refuse it."""
+    from relkd_bench import train
+
+    cfg, _ = tiny
+    args = [f"{k}={v}" for k, v in TINY.items() if k != "data.heldout"]
+    args.append(f"run.workdir={cfg.run.workdir}-cli")  # same runs/ folder: the tiny data is reused
+    assert train.main(["teacher", "--config", "quick", "--no-progress", *args, "data.heldout=HK"]) == 0
+    best = json.loads(capsys.readouterr().out)["teacher_checkpoint"]
+    rc = train.main(["student", "--config", "quick", "--no-progress", "--teacher", best, *args,
+                     "data.heldout=BIDMC"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error:"), err
+    assert "data.heldout=HK" in err and "data.heldout=BIDMC" in err
+    assert not list(Path(f"{cfg.run.workdir}-cli").glob("student-*"))  # refused before any training
+
+
+def test_teacher_data_settings_must_match(tiny):
+    cfg, teacher = tiny
+    check_teacher(teacher, cfg)  # its own fold: accepted
+    check_teacher(teacher, load_config(cfg.to_dict(), {"data.heldout": "ucl", "data.augment": False}))
+    with pytest.raises(TeacherMismatchError, match=r"data.size: teacher 32, student 64"):
+        check_teacher(teacher, load_config(cfg.to_dict(), {"data.size": 64}))
+    other = {"data.normalize": "percentile", "data.context_slices": 3, "data.synthetic.seed": 1,
+             "data.root": "/elsewhere", "data.split_seed": 1}
+    for key, value in other.items():
+        found = teacher_mismatches(cfg.to_dict()["data"], load_config(cfg.to_dict(), {key: value}))
+        assert [p.split(":")[0] for p in found] == [key]
+    data = cfg.to_dict()["data"]
+    assert teacher_mismatches({k: v for k, v in data.items() if k != "val_fraction"}, cfg) == []  # default
+    assert "does not know" in teacher_mismatches({**data, "crop": 8}, cfg)[0]

@@ -22,6 +22,7 @@ from relkd_bench.engine.checkpoint import TRAIN_FORMAT, load_checkpoint, load_mo
 from relkd_bench.engine.data import prepare_data
 from relkd_bench.engine.metrics import evaluate_volumes, per_site, summarize
 from relkd_bench.engine.runtime import backend_name, setup_runtime
+from relkd_bench.engine.teacher_check import check_teacher
 from relkd_bench.engine.trainer import FitSpec, fit
 from relkd_bench.losses import RelKDLoss, build_loss
 from relkd_bench.models import build_model
@@ -162,7 +163,9 @@ def train_student(cfg: ExperimentConfig, teacher_checkpoint: Path | None, workdi
 
     Args:
         cfg: experiment; all λ = 0 trains the no-KD baseline (``teacher_checkpoint`` may be ``None``).
-        teacher_checkpoint: a teacher ``best.pt`` (frozen: eval mode, no grad).
+        teacher_checkpoint: a teacher ``best.pt`` (frozen: eval mode, no grad), trained on this student's
+            fold: a teacher that saw the held-out site or other data is refused
+            (:func:`~relkd_bench.engine.teacher_check.check_teacher`, ``TeacherMismatchError``).
         workdir: output root (default ``cfg.run.workdir``); the run folder is
             ``workdir/student-<name>-<config_hash>[-t<teacher digest>]``.
         epoch_callback: ``callback(epoch, val_dice)`` after each epoch's checkpoint; exceptions propagate.
@@ -174,6 +177,8 @@ def train_student(cfg: ExperimentConfig, teacher_checkpoint: Path | None, workdi
     dc = cfg.distill
     if dc.enabled and teacher_checkpoint is None:
         raise ValueError("distillation is enabled (a lambda > 0) but teacher_checkpoint is None")
+    if dc.enabled:  # before anything is reused or trained: a teacher that saw other data is refused
+        check_teacher(teacher_checkpoint, cfg)
     tag = f"-t{_file_digest(Path(teacher_checkpoint))}" if dc.enabled else ""
     run_dir = Path(workdir or cfg.run.workdir) / f"student-{cfg.student.name}-{config_hash(cfg)}{tag}"
     result_path = run_dir / "result.json"
@@ -184,11 +189,7 @@ def train_student(cfg: ExperimentConfig, teacher_checkpoint: Path | None, workdi
     student = _build(cfg, "student").to(device)
     teacher = None
     if dc.enabled:
-        teacher, tmeta = load_model(teacher_checkpoint, device)
-        td = tmeta["data"]
-        if td["context_slices"] != cfg.data.context_slices or td["size"] != cfg.data.size:
-            raise ValueError(f"{teacher_checkpoint}: teacher was trained on {tmeta['data']}, not on this "
-                             "data configuration")
+        teacher, _ = load_model(teacher_checkpoint, device)
         teacher.requires_grad_(False).eval()
     objective = RelKDLoss(dc, student, teacher, cfg.student.name).to(device)
     amp = cfg.train.amp and device.type == "cuda"
