@@ -137,6 +137,7 @@ def engine_objective(spec: AblationSpec, progress: bool = True) -> Objective:
             "heldout_dice": _num(res.heldout.get("dice")), "heldout_hd95": _num(res.heldout.get("hd95")),
             "heldout_assd": _num(res.heldout.get("assd")), "heldout_n": res.heldout.get("n"),
             "heldout_per_case_dice": [_num(r.get("dice")) for r in res.heldout_per_case],
+            "heldout_case_dice": {str(r["uid"]): _num(r.get("dice")) for r in res.heldout_per_case},
             "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "seconds": round(res.seconds, 1),
             "seconds_per_epoch": _num(res.seconds_per_epoch), "backend": res.backend, "device": res.device,
             "hardware": hardware(res.device), "checkpoint": str(res.checkpoint),

@@ -8,15 +8,19 @@ Imports only optuna, matplotlib and the storage helper of ``relkd_bench.ablate``
 
 from relkd_bench.report.build import build_report
 from relkd_bench.report.collect import provenance, read_trials_csv, rows_from_study
-from relkd_bench.report.tables import Stat, Table, dice_table, efficiency_table, modules_table
+from relkd_bench.report.stats import Paired, paired_cells
+from relkd_bench.report.tables import Stat, Table, dice_table, efficiency_table, modules_table, paired_table
 
 __all__ = [
+    "Paired",
     "Stat",
     "Table",
     "build_report",
     "dice_table",
     "efficiency_table",
     "modules_table",
+    "paired_cells",
+    "paired_table",
     "provenance",
     "read_trials_csv",
     "rows_from_study",

@@ -11,7 +11,7 @@ import optuna
 
 from relkd_bench.report.collect import provenance, write_trials_csv
 from relkd_bench.report.figures import dice_vs_gflops, optuna_figures, per_site_bars
-from relkd_bench.report.tables import Table, dice_table, efficiency_table, modules_table
+from relkd_bench.report.tables import Table, dice_table, efficiency_table, modules_table, paired_table
 
 __all__ = ["build_report"]
 
@@ -20,7 +20,7 @@ def _tables(rows: Sequence[dict[str, Any]], profile_csv: Path) -> list[Table]:
     used = {str(r[k]) for r in rows if r["state"] == "COMPLETE" for k in ("student", "teacher") if r.get(k)}
     return [dice_table(rows), modules_table(rows), efficiency_table(profile_csv, used),
             dice_table(rows, "heldout_hd95", "d_hd95", "(d) Held-out HD95 (mm), mean ± std over seeds",
-                       best="min", digits=2)]
+                       digits=2), paired_table(rows)]
 
 
 def build_report(rows: Sequence[dict[str, Any]], out: Path, study_name: str, storage: str,

@@ -18,10 +18,11 @@ __all__ = ["COLUMNS", "provenance", "read_trials_csv", "rows_from_study", "write
 COLUMNS = ("number", "state", "value", "method", "student", "teacher", "seed", "heldout", "heldout_dice",
            "heldout_hd95", "heldout_assd", "teacher_heldout_dice", "teacher_heldout_hd95", "best_epoch",
            "epochs_run", "seconds", "config_hash", "commit", "data_source", "backend", "device", "hardware",
-           "datetime_complete", "worker", "cell", "error", "params")
+           "datetime_complete", "worker", "cell", "error", "params", "heldout_case_dice")
 _NUM = {"value", "heldout_dice", "heldout_hd95", "heldout_assd", "teacher_heldout_dice",
         "teacher_heldout_hd95", "seconds"}
 _INT = {"number", "seed", "best_epoch", "epochs_run"}
+_JSON = {"heldout_case_dice"}  # stored as JSON text in trials.csv
 
 
 def _num(x: Any) -> float:
@@ -30,6 +31,17 @@ def _num(x: Any) -> float:
     except (TypeError, ValueError):
         return math.nan
     return v
+
+
+def _case_dice(ua: dict[str, Any]) -> dict[str, Any] | None:
+    """Per-case held-out Dice ``{case uid: dice}``. Trials written before ``heldout_case_dice`` existed
+    have only the list ``heldout_per_case_dice``, in the held-out dataset's order (the same for every trial
+    of one fold and data config): its cases are keyed by position, ``#0``, ``#1``, …"""
+    cases = ua.get("heldout_case_dice")
+    if isinstance(cases, dict):
+        return cases
+    legacy = ua.get("heldout_per_case_dice")
+    return {f"#{i}": v for i, v in enumerate(legacy)} if isinstance(legacy, list) else None
 
 
 def rows_from_study(study: optuna.Study) -> list[dict[str, Any]]:
@@ -41,7 +53,7 @@ def rows_from_study(study: optuna.Study) -> list[dict[str, Any]]:
         row.update(number=t.number, state=t.state.name, value=t.value if t.value is not None else math.nan,
                    datetime_complete=t.datetime_complete.isoformat(timespec="seconds")
                    if t.datetime_complete else None,
-                   params=json.dumps(t.params, sort_keys=True, default=str))
+                   params=json.dumps(t.params, sort_keys=True, default=str), heldout_case_dice=_case_dice(ua))
         for c in _NUM:
             row[c] = _num(row[c])
         rows.append(row)
@@ -56,8 +68,8 @@ def write_trials_csv(rows: Sequence[dict[str, Any]], path: Path, header: Sequenc
         w = csv.DictWriter(fh, fieldnames=list(COLUMNS), extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
-                        for k, v in r.items()})
+            w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else
+                            json.dumps(v) if k in _JSON else v) for k, v in r.items()})
     return path
 
 
@@ -72,6 +84,8 @@ def read_trials_csv(path: str | Path) -> list[dict[str, Any]]:
                 row[c] = _num(row[c])
             for c in _INT:
                 row[c] = int(row[c]) if row[c] not in (None, "") else None
+            for c in _JSON:
+                row[c] = json.loads(row[c]) if row[c] else None
             rows.append(row)
     return rows
 

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
+from relkd_bench.report.stats import case_scores  # noqa: E402
 from relkd_bench.report.tables import Stat, dice_table  # noqa: E402
 
 __all__ = ["dice_vs_gflops", "optuna_figures", "per_site_bars"]
@@ -27,29 +28,74 @@ def _save(fig: Any, path: Path, prov: str) -> Path:
     return path
 
 
+#: Draw every case as a dot when a bar has at most this many (cases × seeds) scores.
+FEW_CASES = 40
+
+
+def _case_points(done: Sequence[dict], student: str, method: str, site: str) -> list[float]:
+    vals: list[float] = []
+    for r in done:
+        if (str(r["student"]), str(r["method"]), str(r["heldout"])) == (student, method, site):
+            vals += [v for v in (case_scores(r) or {}).values()]
+    return vals
+
+
+def _teacher_means(done: Sequence[dict]) -> dict[str, float]:
+    """Mean teacher held-out Dice per site, each (site, seed) teacher counted once."""
+    seen: dict[tuple[str, str], float] = {}
+    for r in done:
+        v = r.get("teacher_heldout_dice")
+        if isinstance(v, float) and math.isfinite(v):
+            seen.setdefault((str(r["heldout"]), str(r.get("seed"))), v)
+    sites: dict[str, list[float]] = {}
+    for (site, _), v in seen.items():
+        sites.setdefault(site, []).append(v)
+    return {site: sum(v) / len(v) for site, v in sites.items()}
+
+
 def per_site_bars(rows: Sequence[dict[str, Any]], path: Path, prov: str) -> Path | None:
-    """Grouped bars: held-out Dice per site and method, error bars = std over seeds."""
+    """Held-out Dice per site and method: bars from 0 at the mean over seeds, an error bar (std over
+    seeds) only where there are ≥ 2 seeds, every case as a dot where there are few, and the teacher's
+    held-out Dice as a dashed reference mark."""
     t = dice_table(rows)
     if not t.body:
         return None
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    keys = list(dict.fromkeys((r["student"], r["method"]) for r in t.records))  # one per body row
     sites = [h for h in t.header[1:] if h != "mean over sites"]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(sites) * max(1, len(t.body)) / 3), 3.6))
     width = 0.8 / len(t.body)
-    for i, row in enumerate(t.body):
+    for i, (row, key) in enumerate(zip(t.body, keys)):
         stats: list[Stat] = row[1:1 + len(sites)]
         xs = [j + (i - (len(t.body) - 1) / 2) * width for j in range(len(sites))]
-        ax.bar(xs, [s.mean for s in stats], width, yerr=[s.std for s in stats], capsize=2, label=row[0])
+        ax.bar(xs, [s.mean if s.n else 0.0 for s in stats], width, label=row[0], alpha=0.8)
+        spread = [(x, s) for x, s in zip(xs, stats) if s.n >= 2]
+        if spread:
+            ax.errorbar([x for x, _ in spread], [s.mean for _, s in spread], yerr=[s.std for _, s in spread],
+                        fmt="none", ecolor="0.2", capsize=2, lw=0.8)
+        for x, site in zip(xs, sites):
+            pts = _case_points(done, key[0], key[1], site)
+            if 0 < len(pts) <= FEW_CASES:
+                jitter = [x + width * 0.3 * ((k % 5) / 4 - 0.5) for k in range(len(pts))]
+                ax.scatter(jitter, pts, s=5, color="0.15", zorder=3, linewidths=0)
+    teacher = _teacher_means(done)
+    for j, site in enumerate(sites):
+        if site in teacher:
+            ax.hlines(teacher[site], j - 0.45, j + 0.45, colors="k", linestyles="--", lw=1,
+                      label="teacher" if j == min(k for k, s in enumerate(sites) if s in teacher) else None)
     ax.set_xticks(range(len(sites)), sites)
     ax.set_ylabel("held-out Dice")
-    low = min((s.mean - s.std for r in t.body for s in r[1:1 + len(sites)] if s.n), default=0.0)
-    ax.set_ylim(max(0.0, low - 0.05), 1.0)
-    ax.set_title("Held-out Dice per site (mean ± std over seeds)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylim(0.0, 1.0)
+    smoke = " — SMOKE RUN (one seed)" if "SMOKE RUN" in t.title else ""
+    ax.set_title(f"Held-out Dice per site{smoke}\nbars: mean over seeds; error bars: std (≥ 2 seeds only); "
+                 "dots: cases", fontsize=8)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path, prov)
 
 
 def dice_vs_gflops(rows: Sequence[dict[str, Any]], profile_csv: Path, path: Path, prov: str) -> Path | None:
-    """Held-out Dice against GFLOPs: students (each method) and the teachers they learnt from."""
+    """Held-out Dice against GFLOPs: students (each method) and the teachers they learnt from; error bars
+    (std over seeds) only where there are ≥ 2 seeds."""
     if not profile_csv.is_file():
         return None
     with open(profile_csv, newline="") as fh:
@@ -59,12 +105,13 @@ def dice_vs_gflops(rows: Sequence[dict[str, Any]], profile_csv: Path, path: Path
     plotted = False
     for (name, method), st in _means(done, "student", "heldout_dice").items():
         if name in gflops and st.n:
-            ax.errorbar(gflops[name], st.mean, yerr=st.std, fmt="o", capsize=2,
+            ax.errorbar(gflops[name], st.mean, yerr=st.std if st.n >= 2 else None, fmt="o", capsize=2,
                         label=f"student {name} · {method}")
             plotted = True
     for (name, _), st in _means(done, "teacher", "teacher_heldout_dice", one_per_model=True).items():
         if name in gflops and st.n:
-            ax.errorbar(gflops[name], st.mean, yerr=st.std, fmt="s", capsize=2, label=f"teacher {name}")
+            ax.errorbar(gflops[name], st.mean, yerr=st.std if st.n >= 2 else None, fmt="s", capsize=2,
+                        label=f"teacher {name}")
             plotted = True
     if not plotted:
         plt.close(fig)

@@ -1,7 +1,15 @@
-"""Paper-style tables from trial rows: Markdown, LaTeX and tidy CSV, best per column in bold.
+"""Paper-style tables from trial rows: Markdown, LaTeX and tidy CSV.
 
 (a) method × held-out site Dice, mean ± std over seeds; (b) the module ablation with LM / KM / AA check
-marks; (c) efficiency from the profile CSV; (d) HD95 (lower is better).
+marks; (c) efficiency from the profile CSV; (d) HD95 (lower is better); (e) each method against the
+no-KD student of the same fold and seed (paired difference, bootstrap interval, Wilcoxon p; see
+:mod:`relkd_bench.report.stats`).
+
+Bold marks only what is significant: in (a), (b) and (e) a method's cell is bold when its paired
+difference from no-KD is significant (:attr:`Paired.significant`; in (a)/(b) only when positive). Nothing
+is bold where paired statistics are unavailable, in (d), or by "best mean" alone. (c) bolds the
+smallest model figures, which are measurements, not comparisons under noise. A table whose cells all
+come from one seed is titled a smoke run.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SITE_ORDER", "Stat", "Table", "dice_table", "efficiency_table", "modules_table"]
+from relkd_bench.report.stats import ALPHA, BOOTSTRAP_SEED, N_BOOTSTRAP, Paired, paired_cells
+
+__all__ = ["SITE_ORDER", "Stat", "Table", "dice_table", "efficiency_table", "modules_table", "paired_table"]
 
 SITE_ORDER = ("RUNMC", "BMC", "I2CVB", "UCL", "BIDMC", "HK")  # S1…S6 (DESIGN §4)
 METHOD_ORDER = ("none", "LM", "KM", "AA", "LM+KM", "LM+AA", "KM+AA", "LM+KM+AA")
@@ -46,7 +56,8 @@ class Stat:
 
 @dataclass
 class Table:
-    """A rendered-ready table: header, body (str or :class:`Stat` cells), which direction is best."""
+    """A rendered-ready table: header, body (str, number, :class:`Stat` or :class:`Paired` cells) and
+    what is bold: the cells in ``marked`` when given, else the best of each column by ``best``."""
 
     key: str
     title: str
@@ -56,9 +67,13 @@ class Table:
     digits: int = 3
     note: str = ""
     records: list[dict[str, Any]] = field(default_factory=list)  # tidy rows for the CSV
+    marked: frozenset[tuple[int, int]] | None = None
 
     def bold(self) -> set[tuple[int, int]]:
-        """(row, col) of the best Stat (or number) of each column; ties are all bold."""
+        """(row, col) of the ``marked`` cells, else of the best Stat (or number) of each column (ties
+        all bold)."""
+        if self.marked is not None:
+            return set(self.marked)
         out: set[tuple[int, int]] = set()
         if not self.best:
             return out
@@ -109,11 +124,13 @@ class Table:
 def _value(c: Any) -> float | None:
     if isinstance(c, Stat):
         return c.mean if c.n else None
+    if isinstance(c, Paired):
+        return c.diff if c.n else None
     return float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else None
 
 
 def _text(c: Any, digits: int) -> str:
-    if isinstance(c, Stat):
+    if isinstance(c, (Stat, Paired)):
         return c.text(digits)
     if isinstance(c, float):
         return f"{c:.{digits}f}"
@@ -123,7 +140,7 @@ def _text(c: Any, digits: int) -> str:
 def _tex(s: str) -> str:
     for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("#", "\\#"), ("_", "\\_"),
                  ("…", "\\ldots{}"), ("×", "$\\times$"), ("±", "$\\pm$"), ("✓", "\\checkmark{}"),
-                 ("·", "$\\cdot$"), ("–", "--")):
+                 ("·", "$\\cdot$"), ("–", "--"), ("<", "$<$"), ("−", "$-$")):
         s = s.replace(a, b)
     return s
 
@@ -149,29 +166,67 @@ def _label(key: tuple[str, str], multi: bool) -> str:
     return f"{key[0]} · {key[1]}" if multi else key[1]
 
 
+SMOKE_TITLE = " — SMOKE RUN: one seed per cell, not a ranking"
+SMOKE_NOTE = ("Smoke run: every cell is a single training run (one seed). A single run moves by more than "
+              "the differences between methods (floating-point differences between two CPUs alone moved one "
+              "cell by 0.36 Dice), so this table shows that the pipeline works and ranks nothing; compare "
+              "methods with several seeds (ablations/modules.yaml).")
+PAIRED_RULE = (f"paired Wilcoxon p < {ALPHA} and 95 % bootstrap interval excluding 0, over held-out cases × "
+               "seeds against the no-KD student of the same fold and seed, with ≥ 2 seeds")
+
+
+def _is_smoke(stats: Sequence[Stat]) -> bool:
+    return any(s.n for s in stats) and all(s.n <= 1 for s in stats)
+
+
+def _paired_record(pc: Paired | None) -> dict[str, Any]:
+    if pc is None:
+        return {"dice_diff_vs_none": "", "diff_ci_low": "", "diff_ci_high": "", "wilcoxon_p": "",
+                "n_pairs": 0, "significant": ""}
+    return {"dice_diff_vs_none": pc.diff, "diff_ci_low": pc.low, "diff_ci_high": pc.high,
+            "wilcoxon_p": pc.p, "n_pairs": pc.n, "significant": int(pc.significant)}
+
+
+def _bold_note(metric: str, pairs: dict) -> str:
+    if metric != "heldout_dice":
+        return "no cell is bold: the paired tests cover Dice only"
+    if not pairs:
+        return ("paired statistics unavailable (the trials do not record per-case held-out Dice, "
+                "heldout_case_dice, or have no no-KD trial of the same fold and seed): no cell is bold")
+    return f"bold = significantly better than no-KD ({PAIRED_RULE}; table (e))"
+
+
 def dice_table(rows: Sequence[dict[str, Any]], metric: str = "heldout_dice", key: str = "a_dice",
-               title: str = "(a) Held-out site Dice, mean ± std over seeds", best: str = "max",
-               digits: int = 3) -> Table:
-    """Method × held-out site table of ``metric`` (a column "mean" averages the sites' means)."""
+               title: str = "(a) Held-out site Dice, mean ± std over seeds", digits: int = 3) -> Table:
+    """Method × held-out site table of ``metric`` (a column "mean" averages the sites' means); for Dice,
+    the CSV carries each cell's paired comparison with no-KD and significant gains are bold."""
     keys, sites, cells = _groups(rows, metric)
+    pairs = paired_cells(rows) if metric == "heldout_dice" else {}
     multi = len({k[0] for k in keys}) > 1
     header = ["method", *sites] + (["mean over sites"] if len(sites) > 1 else [])
-    body, records = [], []
-    for k in keys:
+    body, records, marked, every = [], [], set(), []
+    for i, k in enumerate(keys):
         stats = [cells.get((k, s), (Stat.of([]), []))[0] for s in sites]
+        every += stats
         row: list[Any] = [_label(k, multi), *stats]
         if len(sites) > 1:
             row.append(Stat.of([s.mean for s in stats if s.n]))
         body.append(row)
-        for s, st in zip(sites, stats):
+        for j, (s, st) in enumerate(zip(sites, stats)):
             trials = cells.get((k, s), (None, []))[1]
+            pc = pairs.get((k[0], k[1], s))
+            if pc is not None and pc.significant and pc.diff > 0:
+                marked.add((i, 1 + j))
             records.append({"student": k[0], "method": k[1], "heldout": s, f"{metric}_mean": st.mean,
                             f"{metric}_std": st.std, "n_seeds": st.n,
                             "seeds": " ".join(str(r["seed"]) for r in trials),
+                            **(_paired_record(pc) if metric == "heldout_dice" else {}),
                             "config_hashes": " ".join(str(r["config_hash"]) for r in trials)})
-    return Table(key, title, header, body, best, digits, records=records,
-                 note="n = seeds per cell; bold = best mean in its column"
-                      + ("; mean over sites = mean ± std of the site means." if len(sites) > 1 else "."))
+    smoke = _is_smoke(every)
+    note = (f"n = seeds per cell; {_bold_note(metric, pairs)}"
+            + ("; mean over sites = mean ± std of the site means." if len(sites) > 1 else "."))
+    return Table(key, title + (SMOKE_TITLE if smoke else ""), header, body, "", digits, records=records,
+                 note=note + (" " + SMOKE_NOTE if smoke else ""), marked=frozenset(marked))
 
 
 def modules_table(rows: Sequence[dict[str, Any]]) -> Table:
@@ -181,10 +236,41 @@ def modules_table(rows: Sequence[dict[str, Any]]) -> Table:
         method = row[0].split(" · ")[-1]
         row[1:1] = ["✓" if m in method.split("+") else "" for m in ("LM", "KM", "AA")]
     t.header[1:1] = ["LM", "KM", "AA"]
+    t.marked = frozenset((i, j + 3) for i, j in t.marked or ())
     for r in t.records:
         r.update({m: int(m in r["method"].split("+")) for m in ("LM", "KM", "AA")})
     t.note = "LM: logits KD; KM: kernel (Gram) matrix module; AA: adaptive affinity module. " + t.note
     return t
+
+
+def paired_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """(e) Each method minus the no-KD student of the same fold and seed, per held-out site."""
+    pairs = paired_cells(rows)
+    title = "(e) Held-out Dice minus no-KD (same fold and seed): mean [95 % bootstrap interval], Wilcoxon p"
+    keys, sites, _ = _groups(rows, "heldout_dice")
+    keys = [k for k in keys if any((k[0], k[1], s) in pairs for s in sites)]
+    multi = len({k[0] for k in keys}) > 1
+    body = [[_label(k, multi), *[pairs.get((k[0], k[1], s), "–") for s in sites]] for k in keys]
+    marked = {(i, j) for i, row in enumerate(body) for j, c in enumerate(row)
+              if isinstance(c, Paired) and c.significant}
+    records = [{"student": k[0], "method": k[1], "heldout": s, **_paired_record(pairs.get((k[0], k[1], s))),
+                "n_seeds": pairs[(k[0], k[1], s)].seeds if (k[0], k[1], s) in pairs else 0}
+               for k in keys for s in sites]
+    if not pairs:
+        note = ("Paired statistics unavailable: no trial records per-case held-out Dice (heldout_case_dice) "
+                "next to a no-KD trial of the same fold and seed (as in studies run before the attribute "
+                "existed).")
+    else:
+        note = (f"n = pairs (held-out cases × seeds). Interval: {N_BOOTSTRAP} bootstrap resamples of the "
+                f"pairs (numpy default_rng({BOOTSTRAP_SEED})), percentiles 2.5 / 97.5; p: two-sided Wilcoxon "
+                "signed-rank (scipy.stats.wilcoxon, zero differences dropped). Bold = significant: "
+                f"{PAIRED_RULE}. Not corrected for the number of methods; a case's pairs from different "
+                "seeds are resampled as if independent, so intervals are optimistic when seeds disagree.")
+        if all(p.seeds <= 1 for p in pairs.values()):
+            title += SMOKE_TITLE
+            note += " " + SMOKE_NOTE
+    return Table("e_paired", title, ["method", *sites], body, "", 3, note=note, records=records,
+                 marked=frozenset(marked))
 
 
 def efficiency_table(profile_csv: Path, used: set[str]) -> Table:
