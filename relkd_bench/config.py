@@ -32,6 +32,7 @@ __all__ = [
     "AA_LABELS",
     "AA_VARIANTS",
     "ALIGN_MODES",
+    "AUGMENT_LEVELS",
     "DataConfig",
     "DistillConfig",
     "ExperimentConfig",
@@ -39,6 +40,7 @@ __all__ = [
     "RunConfig",
     "SynthSection",
     "TrainConfig",
+    "augment_level",
     "config_hash",
     "list_presets",
     "load_config",
@@ -50,6 +52,7 @@ AA_VARIANTS = ("cosine", "class_aware", "relation_kl")
 AA_LABELS = ("gt", "teacher")
 ALIGN_MODES = ("resize_teacher", "resize_student", "pool", "none")
 DEVICES = ("auto", "cpu", "cuda")
+AUGMENT_LEVELS = ("none", "standard", "bigaug")  # relkd_bench.data.augment.build_transforms builds each
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
@@ -79,7 +82,10 @@ class DataConfig:
         heldout: the left-out site (any alias).
         val_fraction: case-level validation fraction of each source site.
         split_seed: seed of the validation draw.
-        augment: MONAI training augmentation on/off.
+        augment: training augmentation of both roles unless ``teacher.augment`` / ``student.augment``
+            say otherwise: ``none`` | ``standard`` | ``bigaug`` (:data:`AUGMENT_LEVELS`, see
+            :mod:`relkd_bench.data.augment`); ``true`` = ``standard`` and ``false`` = ``none`` (the meaning
+            of the on/off switch this key was before).
         cache_dir: preprocessed-volume cache; ``None`` → ``<parent of run.workdir>/cache``.
     """
 
@@ -92,7 +98,7 @@ class DataConfig:
     heldout: str = "BIDMC"
     val_fraction: float = 0.2
     split_seed: int = 0
-    augment: bool = True
+    augment: bool | str = True
     cache_dir: str | None = None
 
 
@@ -105,12 +111,15 @@ class ModelConfig:
         kwargs: constructor arguments (``in_channels``/``num_classes`` are set by the engine).
         epochs: epochs for this model; ``None`` → ``train.epochs``.
         lr: learning rate; ``None`` → ``train.lr``.
+        augment: this model's training augmentation, ``none`` | ``standard`` | ``bigaug``; ``None`` →
+            ``data.augment``. Part of the teacher's identity (:func:`teacher_hash`).
     """
 
     name: str = "enet"
     kwargs: dict = field(default_factory=dict)
     epochs: int | None = None
     lr: float | None = None
+    augment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,9 +236,17 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        for a in args:
-            if a is not type(None):
+        kinds = [a for a in args if a is not type(None)]
+        if len(kinds) == 1:
+            return _coerce(value, kinds[0], key, where)
+        for a in kinds:  # several types (e.g. bool | str): the first that accepts the value
+            try:
                 return _coerce(value, a, key, where)
+            except ValueError:
+                pass
+        names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+        raise ValueError(f"{where}: {key} must be {' or '.join(names.get(a, str(a)) for a in kinds)}, "
+                         f"got {value!r}")
     if hint is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{where}: {key} must be true/false, got {value!r}")
@@ -379,6 +396,11 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
         mc = getattr(cfg, m)
         need(mc.epochs is None or mc.epochs >= 1, f"{m}.epochs must be >= 1")
         need(mc.lr is None or mc.lr > 0, f"{m}.lr must be > 0")
+        need(mc.augment is None or mc.augment in AUGMENT_LEVELS,
+             f"{m}.augment must be null (= data.augment) or one of {AUGMENT_LEVELS}, got {mc.augment!r}")
+    aug = cfg.data.augment
+    need(isinstance(aug, bool) or aug in AUGMENT_LEVELS,
+         f"data.augment must be true/false or one of {AUGMENT_LEVELS}, got {aug!r}")
     need(0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)")
     need(cfg.data.context_slices >= 1 and cfg.data.context_slices % 2 == 1, "data.context_slices must be odd")
 
@@ -416,6 +438,16 @@ def _digest(d: Any) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def augment_level(cfg: ExperimentConfig, role: str) -> str:
+    """The augmentation level (:data:`AUGMENT_LEVELS`) that ``role`` (``teacher``/``student``) trains
+    with: ``<role>.augment``, else ``data.augment`` (``true`` → ``standard``, ``false`` → ``none``)."""
+    own = getattr(cfg, role).augment
+    if own is not None:
+        return own
+    aug = cfg.data.augment
+    return aug if isinstance(aug, str) else ("standard" if aug else "none")
+
+
 def config_hash(cfg: ExperimentConfig) -> str:
     """Stable 12-hex-digit hash of ``cfg.to_dict()`` (sorted keys)."""
     return _digest(cfg.to_dict())
@@ -424,11 +456,19 @@ def config_hash(cfg: ExperimentConfig) -> str:
 def teacher_hash(cfg: ExperimentConfig) -> str:
     """Hash of what determines the teacher: data (minus the cache folder), teacher, training knobs.
 
+    The teacher's augmentation enters once, resolved (:func:`augment_level`), in place of
+    ``data.augment``: equal recipes share a teacher, and a student never reuses a teacher trained with
+    another recipe. ``standard``/``none`` are written as ``true``/``false``, as ``data.augment`` was
+    before the levels existed, so earlier teachers keep their hash and folder.
+
     Student, distillation, device and worker settings do not enter, so student runs that differ only
     in those share one teacher.
     """
     d = cfg.to_dict()
     data = {k: v for k, v in d["data"].items() if k != "cache_dir"}
+    level = augment_level(cfg, "teacher")
+    data["augment"] = {"standard": True, "none": False}.get(level, level)
+    del d["teacher"]["augment"]  # entered above, resolved
     train = {k: v for k, v in d["train"].items()
              if k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_steps_per_epoch", "amp")}
     if cfg.teacher.epochs is not None:

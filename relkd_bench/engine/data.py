@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from relkd_bench.config import ExperimentConfig
+from relkd_bench.config import ExperimentConfig, augment_level
 from relkd_bench.data import (
     PreprocessCache,
     PreprocessConfig,
@@ -16,8 +16,8 @@ from relkd_bench.data import (
     ensure_synthetic_collection,
     loso_split,
     scan_collection,
-    train_transforms,
 )
+from relkd_bench.data.augment import build_transforms
 
 __all__ = ["RunData", "cache_dir", "data_root", "make_train_loader", "prepare_data", "preprocess_config"]
 
@@ -68,12 +68,14 @@ def prepare_data(cfg: ExperimentConfig) -> RunData:
     return RunData(split, cache, root)
 
 
-def make_train_loader(cfg: ExperimentConfig, run: RunData, epoch: int, seed: int) -> DataLoader:
+def make_train_loader(cfg: ExperimentConfig, run: RunData, epoch: int, seed: int,
+                      role: str = "student") -> DataLoader:
     """Shuffled training slices of one epoch, fully determined by ``(seed, epoch)``.
 
+    ``role`` (``teacher``/``student``) picks the augmentation: :func:`~relkd_bench.config.augment_level`.
     Batches: ``image [B, C, H, W]`` float32, ``label [B, 1, H, W]`` int64.
     """
-    transform = train_transforms(seed=seed) if cfg.data.augment else None
+    transform = build_transforms(augment_level(cfg, role), seed=seed, size=cfg.data.size)
     ds = run.split.train_dataset(run.cache, transform=transform, seed=cfg.train.seed)
     ds.set_epoch(epoch)
     gen = torch.Generator().manual_seed(seed)
