@@ -169,3 +169,30 @@ def test_cli_two_local_workers_then_killed_worker_resumes(tmp_path):
     assert len(stale) == 1 and "stale" in stale[0].user_attrs["error"]
     counts = collections.Counter(t.user_attrs["cell"] for t in study.trials)
     assert counts[stale[0].user_attrs["cell"]] == 2 and max(counts.values()) == 2
+
+
+def test_live_progress_lines_carry_worker_and_trial(tmp_path):
+    """Each epoch line logged during a trial is printed at once, prefixed with the worker and the trial."""
+    import io
+    import logging
+
+    from relkd_bench.ablate import attach_live_progress
+
+    out = io.StringIO()
+    handler = attach_live_progress("[worker 1] ", stream=out)
+    root = logging.getLogger("relkd_bench")
+    try:
+        def objective(trial, plan):
+            logging.getLogger("relkd_bench.engine.trainer").info("[student] epoch 1/2 loss 0.5000")
+            return 0.5
+
+        lines = []
+        store = make_storage(str(tmp_path / "j.log"), "t")
+        run_worker(_spec(), store, objective, n_trials=2, log=lines.append)
+    finally:
+        root.removeHandler(handler)
+        root.propagate = True
+        root.setLevel(logging.NOTSET)
+    assert out.getvalue().splitlines() == ["[worker 1] trial 0 [student] epoch 1/2 loss 0.5000",
+                                           "[worker 1] trial 1 [student] epoch 1/2 loss 0.5000"]
+    assert lines[0] == "[t] trial 0 started (seed=0|modules=none)"

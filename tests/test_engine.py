@@ -4,6 +4,7 @@ checkpoints, metrics, CLIs."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -144,11 +145,13 @@ def test_corrupt_checkpoint_is_a_clear_error(tiny, tmp_path):
         train_student(cfg, bad, workdir=tmp_path / "s", progress=False)
 
 
-def test_no_kd_baseline_needs_no_teacher(tiny, tmp_path):
+def test_no_kd_baseline_needs_no_teacher(tiny, tmp_path, caplog):
     cfg, _ = tiny
     cfg = load_config(cfg.to_dict(), {**NO_KD, "train.epochs": 1, "train.max_steps_per_epoch": 1})
-    res = train_student(cfg, None, workdir=tmp_path, progress=False)
+    with caplog.at_level(logging.INFO, logger="relkd_bench.engine.trainer"):
+        res = train_student(cfg, None, workdir=tmp_path, progress=False)
     assert res.epochs_run == 1
+    assert "[student] epoch 1/1 loss " in caplog.text  # the live progress line without progress bars
     with pytest.raises(ValueError, match="teacher"):
         train_student(load_config(cfg.to_dict(), {"distill.lambda_aa": 1.0}), None, workdir=tmp_path)
 

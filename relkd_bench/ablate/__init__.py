@@ -23,7 +23,15 @@ from relkd_bench.ablate.objectives import (
 from relkd_bench.ablate.plan import Objective, TrialPlan, make_plan, method_label
 from relkd_bench.ablate.spec import MODULE_SETS, AblationSpec, ParamSpec, cell_key, load_spec, spec_from_dict
 from relkd_bench.ablate.storage import StudyStore, make_storage, redact
-from relkd_bench.ablate.worker import WorkerSummary, claim, fail_stale, open_study, run_trial, run_worker
+from relkd_bench.ablate.worker import (
+    WorkerSummary,
+    attach_live_progress,
+    claim,
+    fail_stale,
+    open_study,
+    run_trial,
+    run_worker,
+)
 
 __all__ = [
     "MODULE_SETS",
@@ -33,6 +41,7 @@ __all__ = [
     "StudyStore",
     "TrialPlan",
     "WorkerSummary",
+    "attach_live_progress",
     "cell_key",
     "claim",
     "engine_objective",

@@ -1,8 +1,8 @@
 """``python -m relkd_bench.ablate``: run (or resume) an ablation study, then write its tables.
 
-With no arguments: ``ablations/quick.yaml`` (the eight module sets, one seed, one held-out synthetic
-site, quick preset), journal storage under ``runs/studies/quick/``, tables in
-``runs/studies/quick/report/``.
+With no arguments: ``ablations/quick.yaml``, a smoke run (the eight module sets, one seed, one held-out
+synthetic site, quick preset: it shows that the pipeline works and ranks nothing), journal storage under
+``runs/studies/quick/``, tables in ``runs/studies/quick/report/``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", type=Path,
                    help="tables/figures folder (default runs/studies/<study>/report)")
     p.add_argument("--no-report", action="store_true", help="do not write tables afterwards")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch progress lines")
     return p
 
 
@@ -79,11 +79,11 @@ def _run(args: argparse.Namespace, spec: AblationSpec, config: Path, name: str) 
     progress = not args.quiet and args.workers == 1
     if args.workers <= 1:
         worker_main(str(config), store.url, name, args.n_trials, args.timeout, args.retry_failed, -1,
-                    progress)
+                    progress, not args.quiet)
     else:
         ctx = mp.get_context("spawn")  # the URL travels through a pipe, never through argv
-        jobs = [(str(config), store.url, name, args.n_trials, args.timeout, args.retry_failed, i, False)
-                for i in range(args.workers)]
+        jobs = [(str(config), store.url, name, args.n_trials, args.timeout, args.retry_failed, i, False,
+                 not args.quiet) for i in range(args.workers)]
         procs = [ctx.Process(target=worker_main, args=job) for job in jobs]
         for proc in procs:
             proc.start()
@@ -98,6 +98,10 @@ def _run(args: argparse.Namespace, spec: AblationSpec, config: Path, name: str) 
     print(f"study {name!r}: {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, "
           f"{c.get('FAIL', 0)} failed trials (failed ones keep their error as a user attribute), "
           f"{time.time() - t0:.0f} s", flush=True)
+    if spec.sampler == "grid" and len(spec.grid.get("seed", [None])) == 1:
+        print(f"study {name!r} is a smoke run: one seed per cell, so its tables rank nothing (a single run "
+              "moves by more than the differences between methods); compare methods with several seeds, "
+              "e.g. --config ablations/modules.yaml", flush=True)
     if not args.no_report:
         out = args.report_dir or Path("runs") / "studies" / name / "report"
         env = {**os.environ, STORAGE_ENV: store.url or ""}

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import logging
 import os
 import platform
 import subprocess
@@ -27,6 +28,7 @@ from relkd_bench.ablate.spec import AblationSpec
 __all__ = ["engine_objective", "git_commit", "hardware", "make_objective", "smoke_objective"]
 
 REPO = Path(__file__).resolve().parents[2]
+_LOG = logging.getLogger(__name__)  # live progress lines (see ablate.worker.attach_live_progress)
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,13 +127,19 @@ def engine_objective(spec: AblationSpec, progress: bool = True) -> Objective:
             trial.set_user_attr(k, v)
         data_key = hashlib.sha1(repr(cfg.to_dict()["data"]).encode()).hexdigest()[:12]
         if data_key not in prepared:  # generate/cache the data once, not concurrently
+            _LOG.info("preparing the data (generated and cached on first use; waits for another worker "
+                      "doing it)")
             with _flock(Path(cfg.run.workdir).parent / "locks" / f"data-{data_key}.lock"):
                 engine.prepare_data(cfg)
             prepared.add(data_key)
+        if d.enabled:
+            _LOG.info(f"teacher {cfg.teacher.name}: reused when trained, else trained now (or after the "
+                      "worker training it)")
         teacher = engine.train_teacher(cfg, progress=progress) if d.enabled else None
         if teacher is not None:  # for the Dice-vs-GFLOPs figure only; never used for selection
             for k, v in _teacher_heldout(cfg, Path(teacher)).items():
                 trial.set_user_attr(k, v)
+        _LOG.info(f"student {cfg.student.name} ({attrs['method']}, seed {cfg.train.seed}): training")
         res = engine.train_student(cfg, teacher, epoch_callback=_pruning_callback(trial), progress=progress)
         out = {
             "heldout_dice": _num(res.heldout.get("dice")), "heldout_hd95": _num(res.heldout.get("hd95")),

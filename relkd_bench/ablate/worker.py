@@ -13,19 +13,26 @@ Resume is the same reconciliation: rerunning the command skips finished cells (o
 finished trials against ``n_trials``); a killed worker's trial goes stale, is failed with an ``error``
 attribute and its cell is enqueued again. Surviving workers wait for RUNNING trials of others, so a
 stale one is picked up without a rerun.
+
+Liveness: :func:`attach_live_progress` prints the package's INFO log records (one line per training
+epoch of the teacher and the student, data and teacher preparation) while a trial runs, each prefixed
+with the worker and the trial.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TextIO
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -35,12 +42,37 @@ from relkd_bench.ablate.plan import Objective, TrialPlan, baseline_params, make_
 from relkd_bench.ablate.spec import AblationSpec, cell_key
 from relkd_bench.ablate.storage import StudyStore
 
-__all__ = ["HEARTBEAT_ATTR", "WorkerSummary", "claim", "fail_stale", "open_study", "run_trial", "run_worker",
-           "worker_main"]
+__all__ = ["HEARTBEAT_ATTR", "WorkerSummary", "attach_live_progress", "claim", "fail_stale", "open_study",
+           "run_trial", "run_worker", "worker_main"]
 
 HEARTBEAT_ATTR = "relkd:heartbeat"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 Log = Callable[[str], None]
+_running: dict[str, int | None] = {"trial": None}  # the trial this process runs now, for the prefix
+
+
+class _LivePrefix(logging.Filter):
+    def __init__(self, worker: str) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        n = _running["trial"]
+        record.where = self.worker + (f"trial {n} " if n is not None else "")
+        return True
+
+
+def attach_live_progress(prefix: str = "", stream: TextIO | None = None) -> logging.Handler:
+    """Print every INFO record of the ``relkd_bench`` loggers as one line ``<prefix>trial N <message>``
+    (e.g. ``[worker 1] trial 3 [student] epoch 4/12 loss 0.4121 val Dice 0.7012 (21.0 s)``)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.addFilter(_LivePrefix(prefix))
+    handler.setFormatter(logging.Formatter("%(where)s%(message)s"))
+    root = logging.getLogger("relkd_bench")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    root.propagate = False
+    return handler
 
 
 @dataclass
@@ -179,6 +211,7 @@ def run_trial(study: optuna.Study, store: StudyStore, spec: AblationSpec, trial:
     beat = _Heartbeat(store, trial._trial_id, spec.heartbeat["interval"])
     beat.start()
     state, value, plan = TrialState.FAIL, None, None
+    _running["trial"] = trial.number
     try:
         trial.set_user_attr("worker", worker_id())
         plan = make_plan(trial, spec)
@@ -199,6 +232,7 @@ def run_trial(study: optuna.Study, store: StudyStore, spec: AblationSpec, trial:
             raise
     finally:
         beat.stop.set()
+        _running["trial"] = None
     return _tell(study, trial, state, value), plan
 
 
@@ -239,6 +273,8 @@ def run_worker(spec: AblationSpec, store: StudyStore, objective: Objective, stud
             time.sleep(poll)  # others are running: wait, so their stale trials get retried here
             continue
         started = time.time()
+        what = trial.user_attrs.get("cell") or "sampled"
+        log(f"[{study.study_name}] trial {trial.number} started ({what})")
         frozen, plan = run_trial(study, store, spec, trial, objective)
         summary.ran += 1
         state = frozen.state if frozen is not None else TrialState.FAIL
@@ -251,8 +287,12 @@ def run_worker(spec: AblationSpec, store: StudyStore, objective: Objective, stud
 
 
 def worker_main(config: str, url: str | None, name: str, n_trials: int | None, timeout: float | None,
-                retry: bool, index: int, progress: bool) -> WorkerSummary:
-    """Entry point of one worker (``--workers K`` starts K of these with ``spawn``; -1: in-process)."""
+                retry: bool, index: int, progress: bool, live: bool = True) -> WorkerSummary:
+    """Entry point of one worker (``--workers K`` starts K of these with ``spawn``; -1: in-process).
+
+    ``progress``: progress bars (one worker only); ``live``: a progress line per training epoch
+    (:func:`attach_live_progress`) where there are no bars.
+    """
     from relkd_bench.ablate.objectives import make_objective
     from relkd_bench.ablate.spec import load_spec
     from relkd_bench.ablate.storage import make_storage
@@ -262,6 +302,8 @@ def worker_main(config: str, url: str | None, name: str, n_trials: int | None, t
     spec = load_spec(config)
     store = make_storage(url, name)
     prefix = f"[worker {index}] " if index >= 0 else ""
+    if live:
+        attach_live_progress(prefix)
     return run_worker(spec, store, make_objective(spec, progress), name, n_trials, timeout, retry,
                       log=lambda s: print(prefix + s, flush=True),
                       sampler_seed=spec.seed if index <= 0 else None)

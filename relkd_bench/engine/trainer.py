@@ -4,11 +4,16 @@ Every epoch re-seeds torch, the slice sampling, the shuffling and the augmentati
 ``(train.seed, epoch)``, and the training state (model, loss adapters, optimizer, scheduler, AMP
 scaler) is checkpointed after each epoch, so a run resumed from ``last.pt`` replays the remaining epochs
 exactly as an uninterrupted run would (CPU).
+
+After each epoch one progress line (epoch, mean training loss, validation Dice, seconds) goes to the
+console under the progress bars, or, with ``progress=False``, to the ``logging`` logger of this module
+at INFO level: silent unless someone attaches a handler (each ablation worker does, with its prefix).
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -32,6 +37,8 @@ from relkd_bench.engine.metrics import evaluate_volumes, summarize
 from relkd_bench.engine.runtime import epoch_seed
 
 __all__ = ["FitOutcome", "FitSpec", "fit"]
+
+_LOG = logging.getLogger(__name__)
 
 StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
@@ -134,7 +141,7 @@ def fit(cfg: ExperimentConfig, spec: FitSpec, run: RunData, run_dir: Path, devic
         t0 = time.perf_counter()
         seed = epoch_seed(tc.seed, epoch)
         torch.manual_seed(seed)
-        loader = make_train_loader(cfg, run, epoch, seed, role=spec.role)
+        loader = make_train_loader(cfg, run, epoch, seed)
         n_steps = len(loader) if tc.max_steps_per_epoch == 0 else min(len(loader), tc.max_steps_per_epoch)
         spec.model.train()
         sums: dict[str, float] = {}
@@ -176,9 +183,12 @@ def fit(cfg: ExperimentConfig, spec: FitSpec, run: RunData, run_dir: Path, devic
                      "best_epoch": best_epoch, "history": history, "finished": epoch + 1 == spec.epochs},
                     last_path)
         _write_csv(csv_path, history)
+        line = (f"[{spec.role}] epoch {epoch + 1}/{spec.epochs} loss {row.get('train_loss', 0):.4f} "
+                f"val Dice {val:.4f}{' *' if improved else ''} ({row['seconds']:.1f} s)")
         if progress:
-            tqdm.write(f"[{spec.role}] epoch {epoch + 1}/{spec.epochs} loss {row.get('train_loss', 0):.4f} "
-                       f"val Dice {val:.4f}{' *' if improved else ''} ({row['seconds']:.1f} s)")
+            tqdm.write(line)
+        else:
+            _LOG.info(line)
         if epoch_callback is not None:
             epoch_callback(epoch, val)
     if not best_path.exists():  # every validation was nan (no validation cases): keep the last model
