@@ -113,6 +113,9 @@ class ModelConfig:
         lr: learning rate; ``None`` → ``train.lr``.
         augment: this model's training augmentation, ``none`` | ``standard`` | ``bigaug``; ``None`` →
             ``data.augment``. Part of the teacher's identity (:func:`teacher_hash`).
+        members: teacher only: > 1 trains that many copies independently (member i with seed
+            ``s + 1000·i``, s the teacher's seed; member 0 is the single teacher) and distils from the mean
+            of their logits and features, a deep ensemble (:mod:`relkd_bench.engine.teacher_ensemble`).
     """
 
     name: str = "enet"
@@ -120,6 +123,7 @@ class ModelConfig:
     epochs: int | None = None
     lr: float | None = None
     augment: str | None = None
+    members: int = 1
 
 
 @dataclass(frozen=True)
@@ -396,8 +400,12 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
         mc = getattr(cfg, m)
         need(mc.epochs is None or mc.epochs >= 1, f"{m}.epochs must be >= 1")
         need(mc.lr is None or mc.lr > 0, f"{m}.lr must be > 0")
+        need(mc.members >= 1, f"{m}.members must be >= 1, got {mc.members}")
         need(mc.augment is None or mc.augment in AUGMENT_LEVELS,
              f"{m}.augment must be null (= data.augment) or one of {AUGMENT_LEVELS}, got {mc.augment!r}")
+    need(cfg.student.members == 1, "student.members is not a setting: one student is trained")
+    need(cfg.teacher.members == 1 or cfg.teacher.name != "teacher_ensemble",
+         "teacher.members > 1 needs a single-model teacher.name, not teacher_ensemble")
     aug = cfg.data.augment
     need(isinstance(aug, bool) or aug in AUGMENT_LEVELS,
          f"data.augment must be true/false or one of {AUGMENT_LEVELS}, got {aug!r}")
@@ -469,6 +477,8 @@ def teacher_hash(cfg: ExperimentConfig) -> str:
     level = augment_level(cfg, "teacher")
     data["augment"] = {"standard": True, "none": False}.get(level, level)
     del d["teacher"]["augment"]  # entered above, resolved
+    if d["teacher"]["members"] == 1:  # a single teacher hashes as before the key existed
+        del d["teacher"]["members"]
     train = {k: v for k, v in d["train"].items()
              if k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_steps_per_epoch", "amp")}
     if cfg.teacher.epochs is not None:

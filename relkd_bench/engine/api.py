@@ -127,7 +127,12 @@ def train_teacher(cfg: ExperimentConfig, workdir: Path | None = None, progress: 
 
     The run folder is ``workdir/teacher-<name>-<teacher_hash(cfg)>`` (``workdir`` defaults to
     ``cfg.run.workdir``). A finished run there is reused; an interrupted one resumes from ``last.pt``.
+    ``teacher.members > 1``: a deep ensemble of single teachers (:mod:`relkd_bench.engine.teacher_ensemble`).
     """
+    if cfg.teacher.members > 1:
+        from relkd_bench.engine.teacher_ensemble import train_teacher_ensemble
+
+        return train_teacher_ensemble(cfg, workdir, progress)
     run_dir = Path(workdir or cfg.run.workdir) / f"teacher-{cfg.teacher.name}-{teacher_hash(cfg)}"
     with _locked(run_dir / ".lock"):
         if _is_finished(run_dir):

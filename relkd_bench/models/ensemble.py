@@ -1,5 +1,15 @@
 """Ensemble of teachers (e.g. one per source site, as in multi-teacher distillation across sites).
 
+Two ways to get one as the teacher of a run:
+
+- ``teacher.members: K`` (K > 1) with a single-model ``teacher.name``: K copies trained independently
+  (a deep ensemble; each selects its epoch on source-site validation), assembled into this class by
+  :mod:`relkd_bench.engine.teacher_ensemble`. This is the ensemble teacher of the benchmark.
+- ``teacher.name: teacher_ensemble`` (kwargs ``members``, ``num_members``, member kwargs): the ensemble is
+  one network trained end to end on the loss of its mean logits, so its members co-adapt instead of
+  erring independently; it is K times a single teacher's cost without being an ensemble of
+  independent models.
+
 Logits are the mean of the members' logits. Features, per ``reduce``:
 
 - ``"mean"`` (default): ``feats[tap]`` is the mean of the members' features at ``tap``; only taps that
