@@ -141,7 +141,7 @@ def fit(cfg: ExperimentConfig, spec: FitSpec, run: RunData, run_dir: Path, devic
         t0 = time.perf_counter()
         seed = epoch_seed(tc.seed, epoch)
         torch.manual_seed(seed)
-        loader = make_train_loader(cfg, run, epoch, seed)
+        loader = make_train_loader(cfg, run, epoch, seed, role=spec.role)
         n_steps = len(loader) if tc.max_steps_per_epoch == 0 else min(len(loader), tc.max_steps_per_epoch)
         spec.model.train()
         sums: dict[str, float] = {}
