@@ -148,3 +148,31 @@ def test_each_role_trains_with_its_own_level(monkeypatch):
     engine_data.make_train_loader(cfg, run, 0, 0, role="student")
     engine_data.make_train_loader(load_config("quick", {"data.augment": False}), run, 0, 0, role="teacher")
     assert seen == ["bigaug", "standard", "none"]
+
+
+def test_teacher_training_uses_the_teacher_level(monkeypatch, tmp_path):
+    """Through train_teacher → fit: the loader is asked for the teacher's role (its augmentation)."""
+    import relkd_bench.engine.trainer as trainer
+    from relkd_bench.engine import train_teacher
+
+    roles = []
+    real = trainer.make_train_loader
+
+    def spy(*args, **kwargs):
+        roles.append(kwargs.get("role", "student"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "make_train_loader", spy)
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    tiny = {"data.synthetic.cases_per_site": 3, "data.synthetic.size": 32, "data.synthetic.slices": 6,
+            "data.size": 32, "data.heldout": "UCL", "teacher.epochs": 1, "train.batch_size": 4,
+            "train.max_steps_per_epoch": 1, "train.threads": 1, "train.device": "cpu",
+            "teacher.kwargs.channels": [4, 8, 16, 32], "teacher.kwargs.strides": [2, 2, 2],
+            "teacher.augment": "bigaug", "run.workdir": str(tmp_path / "runs" / "w")}
+    try:
+        train_teacher(load_config("quick", tiny), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det, warn_only=warn)
+    assert roles == ["teacher"]
