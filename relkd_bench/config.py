@@ -76,6 +76,8 @@ class DataConfig:
             first use (:func:`relkd_bench.engine.data_root`).
         synthetic: generator parameters of the synthetic collection.
         size: in-plane size ``H = W`` fed to the models.
+        inplane_spacing: ``None`` → each slice resized to ``size`` (whole field of view); a value in mm →
+            resampled to that spacing and centre-cropped/padded to ``size`` (same gland size at every site).
         context_slices: adjacent slices as input channels (odd).
         normalize: ``"zscore"`` or ``"percentile"``.
         empty_fraction: fraction of slices without prostate sampled per training epoch.
@@ -92,6 +94,7 @@ class DataConfig:
     root: str = "synthetic"
     synthetic: SynthSection = field(default_factory=SynthSection)
     size: int = 96
+    inplane_spacing: float | None = None
     context_slices: int = 1
     normalize: str = "zscore"
     empty_fraction: float = 0.2
@@ -116,6 +119,8 @@ class ModelConfig:
         members: teacher only: > 1 trains that many copies independently (member i with seed
             ``s + 1000·i``, s the teacher's seed; member 0 is the single teacher) and distils from the mean
             of their logits and features, a deep ensemble (:mod:`relkd_bench.engine.teacher_ensemble`).
+        seed: teacher only: its training seed; ``None`` → ``train.seed``. A fixed value gives one
+            teacher per fold, shared by students of every seed (the usual protocol).
     """
 
     name: str = "enet"
@@ -124,6 +129,7 @@ class ModelConfig:
     lr: float | None = None
     augment: str | None = None
     members: int = 1
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -409,6 +415,7 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
     aug = cfg.data.augment
     need(isinstance(aug, bool) or aug in AUGMENT_LEVELS,
          f"data.augment must be true/false or one of {AUGMENT_LEVELS}, got {aug!r}")
+    need(cfg.student.seed is None, "student.seed is not a setting: the student trains with train.seed")
     need(0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)")
     need(cfg.data.context_slices >= 1 and cfg.data.context_slices % 2 == 1, "data.context_slices must be odd")
 
@@ -461,6 +468,13 @@ def config_hash(cfg: ExperimentConfig) -> str:
     return _digest(cfg.to_dict())
 
 
+def teacher_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` as the teacher trains it: ``train.seed`` replaced by ``teacher.seed`` when that is set."""
+    if cfg.teacher.seed is None:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.teacher.seed))
+
+
 def teacher_hash(cfg: ExperimentConfig) -> str:
     """Hash of what determines the teacher: data (minus the cache folder), teacher, training knobs.
 
@@ -470,8 +484,9 @@ def teacher_hash(cfg: ExperimentConfig) -> str:
     before the levels existed, so earlier teachers keep their hash and folder.
 
     Student, distillation, device and worker settings do not enter, so student runs that differ only
-    in those share one teacher.
+    in those share one teacher (and, with ``teacher.seed`` set, student runs of every seed).
     """
+    cfg = teacher_config(cfg)
     d = cfg.to_dict()
     data = {k: v for k, v in d["data"].items() if k != "cache_dir"}
     level = augment_level(cfg, "teacher")
@@ -485,4 +500,5 @@ def teacher_hash(cfg: ExperimentConfig) -> str:
         train.pop("epochs")
     if cfg.teacher.lr is not None:
         train.pop("lr")
-    return _digest({"data": data, "teacher": d["teacher"], "train": train})
+    teacher = {k: v for k, v in d["teacher"].items() if k != "seed"}  # the seed is train.seed here
+    return _digest({"data": data, "teacher": teacher, "train": train})

@@ -1,4 +1,4 @@
-"""Command line: ``python -m relkd_bench.data {synth,inspect} ...``."""
+"""Command line: ``python -m relkd_bench.data {synth,import,inspect} ...``."""
 
 from __future__ import annotations
 
@@ -34,10 +34,25 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from relkd_bench.data.importers import download_msd_prostate, import_collection
+
+    src = Path(args.src)
+    if args.download:
+        if args.format != "msd-prostate":
+            raise DataError(src, f"--download is only available for msd-prostate, not {args.format}")
+        src = download_msd_prostate(src)
+    t0 = time.perf_counter()
+    report = import_collection(args.format, src, args.out, site=args.site,
+                               progress=None if args.quiet else print)
+    print(f"{report} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser with the subcommands ``synth`` and ``inspect``."""
     p = argparse.ArgumentParser(prog="python -m relkd_bench.data",
-                                description="Multi-site prostate MRI data: synthetic collection, inspection.")
+                                description="Prostate MRI collections: synthetic, import, inspection.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("synth", help="write the synthetic six-site collection as NIfTI (real layout)")
     s.add_argument("--out", required=True, help="output folder (ROOT/<SITE>/CaseNN.nii.gz)")
@@ -46,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--slices", type=int, default=24, help="number of axial slices")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_synth)
+    m = sub.add_parser("import", help="import a public release into the loader's layout (+ manifest.json)")
+    m.add_argument("format", help="promise12-npy | promise12 | msd-prostate | multisite-nii")
+    m.add_argument("src", help="the release folder as distributed (for --download: where to put it)")
+    m.add_argument("out", help="collection root to write (OUT/<SITE>/CaseNN.nii.gz)")
+    m.add_argument("--site", help="site folder for one-site releases (msd-prostate: default RUNMC)")
+    m.add_argument("--download", action="store_true",
+                   help="msd-prostate only: fetch Task05 with MONAI's downloader (MD5 checked) into SRC")
+    m.add_argument("--quiet", action="store_true", help="no per-case lines")
+    m.set_defaults(func=_import)
     i = sub.add_parser("inspect", help="per-site table and a mid-gland figure of a collection")
     i.add_argument("dir", help="collection root (ROOT/<SITE>/...) or a single site folder")
     i.add_argument("--png", help="figure path (default ./<DIR name>_inspect.png)")

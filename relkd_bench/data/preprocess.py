@@ -3,8 +3,11 @@
 Pipeline per case: load (:func:`~relkd_bench.data.nifti.load_case`, RAS+ ``[X, Y, Z]``) → slices-first
 radiological layout ``[D, H, W]`` (D = axial slices inferior → superior, rows anterior → posterior,
 columns patient right → left) → per-volume intensity normalization (z-score or percentile clipping)
-→ in-plane resampling to ``size × size`` (MONAI ``Resize``). The result is cached on disk under a
-folder named by the hash of the volume-affecting config fields, so repeated runs do not re-read NIfTI.
+→ in-plane either resized to ``size × size`` (MONAI ``Resize``: the whole field of view, so the gland's
+size in pixels varies with each site's field of view) or resampled to a common spacing and
+centre-cropped or padded to ``size × size`` (as nnU-Net does: the gland has the same size in pixels at
+every site). The result is cached on disk under a folder named by the hash of the volume-affecting
+config fields, so repeated runs do not re-read NIfTI.
 Slice sampling and 2.5D context are applied later, per slice, by the datasets.
 """
 
@@ -21,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from monai.transforms import NormalizeIntensity, Resize, ScaleIntensityRangePercentiles
+from monai.transforms import NormalizeIntensity, Resize, ResizeWithPadOrCrop, ScaleIntensityRangePercentiles
 
 from relkd_bench.data.nifti import BadCase, CaseRef, DataError, Volume, load_case
 
@@ -34,6 +37,7 @@ __all__ = [
     "normalize_intensity",
     "preprocess_volume",
     "resample_inplane",
+    "resample_to_spacing",
     "select_slices",
     "stack_context",
     "to_slices_first",
@@ -53,6 +57,8 @@ class PreprocessConfig:
         context_slices: k adjacent slices as channels (1 = 2D, 3 = 2.5D); must be odd.
         empty_fraction: fraction of the slices without prostate sampled for training (all slices with
             prostate are always used).
+        inplane_spacing: ``None`` → resize the whole slice to ``size``; a value in mm → resample to that
+            in-plane spacing, then centre crop/pad to ``size`` (padding with the volume's minimum).
     """
 
     size: int = 384
@@ -60,8 +66,11 @@ class PreprocessConfig:
     percentiles: tuple[float, float] = (0.5, 99.5)
     context_slices: int = 1
     empty_fraction: float = 0.2
+    inplane_spacing: float | None = None
 
     def __post_init__(self) -> None:
+        if self.inplane_spacing is not None and not 0.05 <= self.inplane_spacing <= 10.0:
+            raise ValueError(f"inplane_spacing must be None or in [0.05, 10] mm, got {self.inplane_spacing}")
         if self.size < 8:
             raise ValueError(f"size must be >= 8, got {self.size}")
         if self.normalize not in ("zscore", "percentile"):
@@ -79,6 +88,8 @@ class PreprocessConfig:
         d = {"size": self.size, "normalize": self.normalize, "version": CACHE_VERSION}
         if self.normalize == "percentile":
             d["percentiles"] = list(self.percentiles)
+        if self.inplane_spacing is not None:  # absent when unset: caches of resized volumes keep their key
+            d["inplane_spacing"] = self.inplane_spacing
         return d
 
     def cache_key(self) -> str:
@@ -129,23 +140,52 @@ def resample_inplane(image: np.ndarray, mask: np.ndarray, spacing: Sequence[floa
     Returns:
         ``(image float32, mask uint8, new spacing)``.
     """
-    d, h, w = image.shape
-    if (h, w) == (size, size):
-        return image.astype(np.float32), mask.astype(np.uint8), tuple(map(float, spacing))
-    mode = "area" if size < min(h, w) else "bilinear"
-    spatial = (-1, size, size)
-    img = Resize(spatial, mode=mode)(torch.from_numpy(np.ascontiguousarray(image, np.float32))[None])
-    msk = Resize(spatial, mode="bilinear")(torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None])
-    new_spacing = (float(spacing[0]), float(spacing[1]) * h / size, float(spacing[2]) * w / size)
-    return (np.asarray(img[0], np.float32), (np.asarray(msk[0]) >= 0.5).astype(np.uint8), new_spacing)
+    _, h, w = image.shape
+    image, mask = _resize(image, mask, size, size)
+    return image, mask, (float(spacing[0]), float(spacing[1]) * h / size, float(spacing[2]) * w / size)
+
+
+def resample_to_spacing(image: np.ndarray, mask: np.ndarray, spacing: Sequence[float], target_mm: float,
+                        size: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Resample ``[D, H, W]`` in-plane to ``target_mm`` spacing, then centre crop/pad to ``size × size``.
+
+    Resampling is :func:`resample_inplane`'s (area when shrinking, bilinear when enlarging, mask
+    thresholded at 0.5); padding uses the image's minimum (background) and 0 for the mask.
+
+    Returns:
+        ``(image float32 [D, size, size], mask uint8, spacing (sz, target, target))``.
+    """
+    _, h, w = image.shape
+    new_h = max(1, round(h * float(spacing[1]) / target_mm))
+    new_w = max(1, round(w * float(spacing[2]) / target_mm))
+    image, mask = _resize(image, mask, new_h, new_w)
+    background = float(image.min()) if image.size else 0.0
+    fit = ResizeWithPadOrCrop((-1, size, size), mode="constant")
+    img = fit(torch.from_numpy(image - background)[None])[0] + background
+    msk = fit(torch.from_numpy(mask)[None])[0]
+    return (np.asarray(img, np.float32), np.asarray(msk, np.uint8),
+            (float(spacing[0]), float(target_mm), float(target_mm)))
+
+
+def _resize(image: np.ndarray, mask: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    _, h0, w0 = image.shape
+    if (h0, w0) == (h, w):
+        return image.astype(np.float32), mask.astype(np.uint8)
+    mode = "area" if h < h0 and w < w0 else "bilinear"  # area only when shrinking along both axes
+    img = Resize((-1, h, w), mode=mode)(torch.from_numpy(np.ascontiguousarray(image, np.float32))[None])
+    msk = Resize((-1, h, w), mode="bilinear")(torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None])
+    return np.asarray(img[0], np.float32), (np.asarray(msk[0]) >= 0.5).astype(np.uint8)
 
 
 def preprocess_volume(vol: Volume, cfg: PreprocessConfig) -> PreparedVolume:
-    """Loaded :class:`Volume` → :class:`PreparedVolume` (layout, normalization, resampling)."""
+    """Loaded :class:`Volume` → :class:`PreparedVolume` (layout, normalization, in-plane geometry)."""
     image = normalize_intensity(to_slices_first(vol.image), cfg)
     mask = to_slices_first(vol.mask)
     sx, sy, sz = vol.spacing
-    image, mask, spacing = resample_inplane(image, mask, (sz, sy, sx), cfg.size)
+    if cfg.inplane_spacing is None:
+        image, mask, spacing = resample_inplane(image, mask, (sz, sy, sx), cfg.size)
+    else:
+        image, mask, spacing = resample_to_spacing(image, mask, (sz, sy, sx), cfg.inplane_spacing, cfg.size)
     return PreparedVolume(image, mask, spacing, vol.ref)
 
 

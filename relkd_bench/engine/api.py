@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from relkd_bench.config import ExperimentConfig, config_hash, teacher_hash
+from relkd_bench.config import ExperimentConfig, config_hash, teacher_config, teacher_hash
 from relkd_bench.data import PreprocessCache, PreprocessConfig, VolumeDataset, scan_collection
 from relkd_bench.data.sites import try_resolve_site
 from relkd_bench.engine.checkpoint import TRAIN_FORMAT, load_checkpoint, load_model
@@ -133,6 +133,7 @@ def train_teacher(cfg: ExperimentConfig, workdir: Path | None = None, progress: 
         from relkd_bench.engine.teacher_ensemble import train_teacher_ensemble
 
         return train_teacher_ensemble(cfg, workdir, progress)
+    cfg = teacher_config(cfg)
     run_dir = Path(workdir or cfg.run.workdir) / f"teacher-{cfg.teacher.name}-{teacher_hash(cfg)}"
     with _locked(run_dir / ".lock"):
         if _is_finished(run_dir):
@@ -257,7 +258,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, site: str | No
         if not cases:
             raise ValueError(f"{data}: no case of site {site!r}")
     d = meta["data"]
-    pcfg = PreprocessConfig(size=d["size"], context_slices=d["context_slices"], normalize=d["normalize"])
+    pcfg = PreprocessConfig(size=d["size"], context_slices=d["context_slices"], normalize=d["normalize"],
+                            inplane_spacing=d.get("inplane_spacing"))
     cache = PreprocessCache(pcfg, cache_dir if cache_dir is not None else Path("runs") / "cache")
     rows = evaluate_volumes(model, VolumeDataset(cases, cache), dev, batch_size, keep_lcc=keep_lcc)
     table = per_site(rows)

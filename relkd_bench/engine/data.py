@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from relkd_bench.config import ExperimentConfig, augment_level
 from relkd_bench.data import (
+    DataError,
     PreprocessCache,
     PreprocessConfig,
     SiteSplit,
@@ -18,17 +20,37 @@ from relkd_bench.data import (
     scan_collection,
 )
 from relkd_bench.data.augment import build_transforms
+from relkd_bench.data.importers import import_collection
 
-__all__ = ["RunData", "cache_dir", "data_root", "make_train_loader", "prepare_data", "preprocess_config"]
+__all__ = ["RunData", "cache_dir", "data_root", "make_train_loader", "prepare_data", "preprocess_config",
+           "promise12_example_source"]
 
 
 def _runs_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.run.workdir).parent
 
 
+def promise12_example_source() -> Path:
+    """The shared real set (46 PROMISE12 cases, four sites): ``$RELKD_PROMISE12_NPY`` or
+    ``../shared/data/promise12_example`` next to the project checkout."""
+    env = os.environ.get("RELKD_PROMISE12_NPY")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared/data/promise12_example"
+
+
 def data_root(cfg: ExperimentConfig) -> Path:
-    """The collection root; ``"synthetic"`` → ``<parent of run.workdir>/data/synthetic-c…-s…-z…-r…``,
-    generated on first use."""
+    """The collection root.
+
+    ``"synthetic"`` → ``<parent of run.workdir>/data/synthetic-c…-s…-z…-r…``, generated on first use;
+    ``"promise12-example"`` → ``<parent of run.workdir>/data/promise12-example``, imported on first use
+    from :func:`promise12_example_source` (re-imports only what changed, verified by digest).
+    """
+    if cfg.data.root == "promise12-example":
+        src = promise12_example_source()
+        if not src.is_dir():
+            raise DataError(src, "the shared PROMISE12 example set is not here; set RELKD_PROMISE12_NPY to "
+                                 "its folder, or import a release with `python -m relkd_bench.data import` "
+                                 "and set data.root to the imported folder")
+        return import_collection("promise12-npy", src, _runs_dir(cfg) / "data" / "promise12-example").out
     if cfg.data.root != "synthetic":
         return Path(cfg.data.root)
     s = cfg.data.synthetic
@@ -44,6 +66,7 @@ def cache_dir(cfg: ExperimentConfig) -> Path:
 def preprocess_config(cfg: ExperimentConfig) -> PreprocessConfig:
     d = cfg.data
     return PreprocessConfig(size=d.size, normalize=d.normalize, context_slices=d.context_slices,
+                            inplane_spacing=d.inplane_spacing,
                             empty_fraction=d.empty_fraction)
 
 
