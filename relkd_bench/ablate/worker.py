@@ -69,6 +69,8 @@ def attach_live_progress(prefix: str = "", stream: TextIO | None = None) -> logg
     handler.addFilter(_LivePrefix(prefix))
     handler.setFormatter(logging.Formatter("%(where)s%(message)s"))
     root = logging.getLogger("relkd_bench")
+    for old in [h for h in root.handlers if any(isinstance(f, _LivePrefix) for f in h.filters)]:
+        root.removeHandler(old)  # one live handler per process, the latest
     root.setLevel(logging.INFO)
     root.addHandler(handler)
     root.propagate = False
