@@ -3,7 +3,9 @@
 Reads the trials of an Optuna study (or a ``trials.csv`` this tool wrote) and writes, under ``--out``:
 ``tables.md``, ``tables.tex``, one tidy CSV per table plus ``trials.csv`` and ``provenance.json``, and
 PNG figures. Every table carries its provenance (commit, config hash, data source, hardware, dates).
-Imports only optuna, matplotlib and the storage helper of ``relkd_bench.ablate``.
+Methods are compared with the no-KD student of the same fold and seed by paired statistics
+(:mod:`relkd_bench.report.stats`); bold marks only significant differences.
+Imports only optuna, numpy, scipy, matplotlib and the storage helper of ``relkd_bench.ablate``.
 """
 
 from relkd_bench.report.build import build_report
