@@ -76,8 +76,9 @@ def test_tiny_end_to_end(tiny):
     # a finished run is returned from its result.json, without re-scoring
     again = train_student(cfg, teacher, progress=False)
     assert again.heldout_per_case == res.heldout_per_case or math.isnan(res.heldout["dice"])
-    # teacher checkpoint loads with weights_only=True
-    torch.load(teacher, weights_only=True)
+    # teacher checkpoint loads with weights_only=True and records the preprocessing evaluation replays
+    assert torch.load(teacher, weights_only=True)["data"] == {"size": 32, "context_slices": 1,
+                                                              "normalize": "zscore", "inplane_spacing": None}
 
 
 def test_heldout_never_reaches_training_or_validation(tiny):

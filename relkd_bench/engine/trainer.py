@@ -84,7 +84,7 @@ def model_meta(cfg: ExperimentConfig, spec: FitSpec) -> dict:
             "model": {"name": spec.model_name, "kwargs": cfg.to_dict()[spec.role]["kwargs"],
                       "in_channels": cfg.data.context_slices, "num_classes": 2},
             "data": {"size": cfg.data.size, "context_slices": cfg.data.context_slices,
-                     "normalize": cfg.data.normalize},
+                     "normalize": cfg.data.normalize, "inplane_spacing": cfg.data.inplane_spacing},
             "config": cfg.to_dict(), "config_hash": config_hash(cfg),
             "run_key": spec.run_key or config_hash(cfg)}
 
