@@ -11,16 +11,34 @@ import optuna
 
 from relkd_bench.report.collect import provenance, write_trials_csv
 from relkd_bench.report.figures import dice_vs_gflops, optuna_figures, per_site_bars
-from relkd_bench.report.tables import Table, dice_table, efficiency_table, modules_table, paired_table
+from relkd_bench.report.qualitative import qualitative_figure
+from relkd_bench.report.tables import (
+    Table,
+    class_tables,
+    dice_table,
+    efficiency_table,
+    modules_table,
+    paired_table,
+)
 
 __all__ = ["build_report"]
 
 
+#: Collections whose voxel spacing is nominal, not read from a header (HD95 and ASSD depend on it).
+APPROXIMATE_SPACING = ("promise12-example",)
+
+
 def _tables(rows: Sequence[dict[str, Any]], profile_csv: Path) -> list[Table]:
     used = {str(r[k]) for r in rows if r["state"] == "COMPLETE" for k in ("student", "teacher") if r.get(k)}
-    return [dice_table(rows), modules_table(rows), efficiency_table(profile_csv, used),
-            dice_table(rows, "heldout_hd95", "d_hd95", "(d) Held-out HD95 (mm), mean ± std over seeds",
-                       digits=2), paired_table(rows)]
+    hd95 = dice_table(rows, "heldout_hd95", "d_hd95", "(d) Held-out HD95 (mm), mean ± std over seeds",
+                      digits=2)
+    if any(name in str(r.get("data_source", "")) for r in rows for name in APPROXIMATE_SPACING):
+        hd95.note = (f"{hd95.note} " if hd95.note else "") + (
+            "Spacing approximate: the PROMISE12 example set has no header; its spacing is a nominal field "
+            "of view per site (relkd_bench.data.importers.PROMISE12_NOMINAL), so millimetres here are "
+            "approximate. Dice does not depend on spacing.")
+    return [dice_table(rows), modules_table(rows), efficiency_table(profile_csv, used), hd95,
+            paired_table(rows), *class_tables(rows)]
 
 
 def build_report(rows: Sequence[dict[str, Any]], out: Path, study_name: str, storage: str,
@@ -36,7 +54,8 @@ def build_report(rows: Sequence[dict[str, Any]], out: Path, study_name: str, sto
     for t in tables:
         paths.append(t.write_csv(out / f"table_{t.key}.csv", prov_lines))
     figs = [per_site_bars(rows, out / "per_site_dice.png", prov_line),
-            dice_vs_gflops(rows, profile_csv, out / "dice_vs_gflops.png", prov_line)]
+            dice_vs_gflops(rows, profile_csv, out / "dice_vs_gflops.png", prov_line),
+            qualitative_figure(rows, out / "qualitative.png", prov_line)]
     notes: list[str] = []
     if study is not None:
         more, notes = optuna_figures(study, out, prov_line)
