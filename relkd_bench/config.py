@@ -31,6 +31,7 @@ import yaml
 __all__ = [
     "AA_LABELS",
     "AA_VARIANTS",
+    "LOGITS_VARIANTS",
     "ALIGN_MODES",
     "AUGMENT_LEVELS",
     "DataConfig",
@@ -48,7 +49,9 @@ __all__ = [
     "teacher_hash",
 ]
 
-AA_VARIANTS = ("cosine", "class_aware", "relation_kl")
+AA_VARIANTS = ("cosine", "class_aware", "relation_kl", "skd")
+#: The logits term: pixel-wise KD (plain pixel mean, or averaged per ground-truth class) or CWD.
+LOGITS_VARIANTS = ("kd", "kd_balanced", "cwd")
 AA_LABELS = ("gt", "teacher")
 ALIGN_MODES = ("resize_teacher", "resize_student", "pool", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -138,9 +141,15 @@ class DistillConfig:
 
     Attributes:
         lambda_logits, lambda_km, lambda_aa: λ1, λ2, λ3.
-        temperature: logits-KD temperature T.
+        temperature: logits-KD temperature T (τ of ``cwd``).
+        logits_variant: the λ1 term (:mod:`relkd_bench.losses`): ``kd`` (pixel-wise softened KL, pixel
+            mean), ``kd_balanced`` (the same KL averaged per ground-truth class, then over classes) or
+            ``cwd`` (channel-wise distillation of the logits, Shu et al. 2021). Default ``kd_balanced``:
+            with the plain pixel mean a 1–2 % foreground leaves the term almost all background, and at
+            T = 4 it held students at all-background (issue 13; :func:`relkd_bench.losses.class_balanced_kd`).
         km_align: spatial alignment of KMM pairs (Gram matrices allow different sizes: ``"none"``).
-        aa_variant: ``cosine`` | ``class_aware`` | ``relation_kl``.
+        aa_variant: ``cosine`` | ``class_aware`` | ``relation_kl`` | ``skd`` (SKD pairwise: cosine
+            affinities of max-pooled features, ``aa_pool`` = SKD's node size β).
         aa_pool: average-pooling factor applied to AAM features (after alignment).
         aa_temperature: τ of ``relation_kl``.
         intra_weight, inter_weight: pair weights of ``class_aware``.
@@ -154,6 +163,7 @@ class DistillConfig:
     lambda_km: float = 0.0
     lambda_aa: float = 0.0
     temperature: float = 4.0
+    logits_variant: str = "kd_balanced"
     km_align: str = "none"
     aa_variant: str = "class_aware"
     aa_pool: int = 1
@@ -386,7 +396,8 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
         if not ok:
             raise ValueError(f"{where}: {msg}")
 
-    for key, allowed in (("aa_variant", AA_VARIANTS), ("aa_labels", AA_LABELS), ("aa_align", ALIGN_MODES[:3]),
+    for key, allowed in (("aa_variant", AA_VARIANTS), ("logits_variant", LOGITS_VARIANTS),
+                         ("aa_labels", AA_LABELS), ("aa_align", ALIGN_MODES[:3]),
                          ("km_align", ALIGN_MODES)):
         value = getattr(d, key)
         need(value in allowed, f"distill.{key} must be one of {allowed}, got {value!r}")

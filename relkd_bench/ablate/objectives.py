@@ -22,8 +22,8 @@ from typing import Any
 
 import optuna
 
-from relkd_bench.ablate.plan import Objective, TrialPlan, method_label
-from relkd_bench.ablate.spec import AblationSpec
+from relkd_bench.ablate.plan import Objective, TrialPlan
+from relkd_bench.ablate.spec import TEACHER, AblationSpec
 
 __all__ = ["engine_objective", "git_commit", "hardware", "make_objective", "smoke_objective"]
 
@@ -105,6 +105,23 @@ def _teacher_heldout(cfg: Any, checkpoint: Path) -> dict[str, float | None]:
     return out
 
 
+def _teacher_trial(trial: optuna.Trial, cfg: Any, progress: bool) -> float:
+    """Method ``teacher``: train (or reuse) the teacher of this seed and fold; its held-out Dice/HD95 are
+    the trial's ``heldout_*`` attributes and its best source-validation Dice the trial's value."""
+    from relkd_bench import engine
+    from relkd_bench.engine.checkpoint import MODEL_FORMAT, load_checkpoint
+
+    path = Path(engine.train_teacher(cfg, progress=progress))
+    held = _teacher_heldout(cfg, path)
+    attrs = {**held, "heldout_dice": held["teacher_heldout_dice"],
+             "heldout_hd95": held["teacher_heldout_hd95"], "checkpoint": str(path),
+             "backend": "none (no distillation)", "device": cfg.train.device,
+             "hardware": hardware(cfg.train.device)}
+    for k, v in attrs.items():
+        trial.set_user_attr(k, v)
+    return float(load_checkpoint(path, MODEL_FORMAT).get("val_dice", float("nan")))
+
+
 def engine_objective(spec: AblationSpec, progress: bool = True) -> Objective:
     """Train (or reuse) the teacher, train the student with pruning, record held-out metrics as attrs."""
     prepared: set[str] = set()
@@ -117,7 +134,7 @@ def engine_objective(spec: AblationSpec, progress: bool = True) -> Objective:
         d = cfg.distill
         real = cfg.data.root != "synthetic"
         attrs: dict[str, Any] = {
-            "method": method_label({"LM": d.lambda_logits, "KM": d.lambda_km, "AA": d.lambda_aa}),
+            "method": plan.method,
             "seed": cfg.train.seed, "heldout": cfg.data.heldout, "student": cfg.student.name,
             "teacher": cfg.teacher.name, "config_hash": config_hash(cfg), "commit": git_commit(),
             "data_source": f"real ({cfg.data.root})" if real else "synthetic",
@@ -132,6 +149,8 @@ def engine_objective(spec: AblationSpec, progress: bool = True) -> Objective:
             with _flock(Path(cfg.run.workdir).parent / "locks" / f"data-{data_key}.lock"):
                 engine.prepare_data(cfg)
             prepared.add(data_key)
+        if plan.method == TEACHER:
+            return _teacher_trial(trial, cfg, progress)
         if d.enabled:
             _LOG.info(f"teacher {cfg.teacher.name}: reused when trained, else trained now (or after the "
                       "worker training it)")

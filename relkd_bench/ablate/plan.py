@@ -8,7 +8,16 @@ from typing import Any
 
 import optuna
 
-from relkd_bench.ablate.spec import ALIASES, MODULES, AblationSpec, canonical_modules, cell_key
+from relkd_bench.ablate.spec import (
+    ALIASES,
+    METHODS,
+    MODULES,
+    AblationSpec,
+    canonical_method,
+    cell_key,
+    is_baseline,
+    method_overrides,
+)
 
 __all__ = ["Objective", "TrialPlan", "baseline_params", "effective_lambdas", "make_plan", "method_label"]
 
@@ -36,8 +45,10 @@ class TrialPlan:
 
     @property
     def method(self) -> str:
-        """Module-set label of the effective λs (``none``, ``LM``, …, ``LM+KM+AA``)."""
-        return method_label(self.lambdas)
+        """The named method of a ``method`` axis (``SKD``, …), else the module-set label of the effective
+        λs (``none``, ``LM``, …, ``LM+KM+AA``)."""
+        name = canonical_method(self.params["method"]) if "method" in self.params else None
+        return name if name in METHODS else method_label(self.lambdas)
 
 
 #: An objective gets the live trial (for ``report``/``should_prune``/``set_user_attr``) and its plan,
@@ -66,9 +77,8 @@ def baseline_params(spec: AblationSpec) -> dict[str, Any]:
 def _overrides(spec: AblationSpec, params: Mapping[str, Any], baseline: bool) -> dict[str, Any]:
     out = dict(spec.overrides)
     for name, value in params.items():
-        if name == "modules":
-            on = canonical_modules(value).split("+")
-            out.update({key: (spec.module_weights[m] if m in on else 0.0) for m, key in MODULES.items()})
+        if name == spec.module_axis:
+            out.update(method_overrides(value, spec.module_weights))
         else:
             out[ALIASES.get(name, name)] = value
     if baseline:
@@ -85,7 +95,7 @@ def make_plan(trial: optuna.Trial, spec: AblationSpec) -> TrialPlan:
         axes = list(spec.cells()[0])
         params = {axis: trial.suggest_categorical(axis, list(spec.grid[axis])) for axis in axes}
         cell = cell_key(params)
-        baseline = params["modules"] == "none"
+        baseline = is_baseline(params[spec.module_axis])
     else:
         for name, p in spec.search_space.items():
             if p.requires and not params.get(p.requires):

@@ -5,8 +5,10 @@ space, and the harness knobs. Every key is checked: an unknown key is a ``ValueE
 and the file. See ``ablations/modules.yaml`` for a commented example.
 
 Parameter names are dotted config keys (``distill.temperature``) or one of the shorthands
-``modules`` (a module set such as ``LM+KM``; sets λ1…λ3), ``seed`` (``train.seed``), ``heldout``
-(``data.heldout``) and ``student`` (``student.name``).
+``modules`` (a module set such as ``LM+KM``; sets λ1…λ3), ``method`` (a named method of
+:data:`METHODS` such as ``SKD``, or a module set; see ``ablations/methods.yaml``), ``seed``
+(``train.seed``), ``heldout`` (``data.heldout``) and ``student`` (``student.name``). A grid has at most
+one of ``modules`` and ``method``; its values are the labels the report's tables show.
 """
 
 from __future__ import annotations
@@ -21,19 +23,55 @@ import yaml
 
 __all__ = [
     "ALIASES",
+    "BASELINE",
+    "METHODS",
     "MODULES",
     "MODULE_SETS",
+    "TEACHER",
     "AblationSpec",
     "ParamSpec",
+    "canonical_method",
     "canonical_modules",
     "cell_key",
+    "is_baseline",
     "load_spec",
+    "method_overrides",
     "spec_from_dict",
 ]
 
 MODULES = {"LM": "distill.lambda_logits", "KM": "distill.lambda_km", "AA": "distill.lambda_aa"}
 MODULE_SETS = ("none", "LM", "KM", "AA", "LM+KM", "LM+AA", "KM+AA", "LM+KM+AA")
 ALIASES = {"seed": "train.seed", "heldout": "data.heldout", "student": "student.name"}
+#: The grid's method axis names (``modules`` takes module sets only, ``method`` also named methods).
+MODULE_AXES = ("modules", "method")
+TEACHER = "teacher"
+BASELINE = "no-KD"
+RELKD = "RelKD"
+#: Named methods for the ``method`` axis: config overrides applied on top of the spec's base config and
+#: overrides, with every λ first set to 0. Settings not given are the base config's (quick: ENet student,
+#: ``unet_wide`` teacher, student taps of :func:`relkd_bench.losses.default_pairs`).
+#:
+#: * ``teacher``: no student; the trial scores the (shared, cached) teacher of its seed and fold.
+#: * ``no-KD``: the student with L_seg only (the baseline every comparison is against).
+#: * ``KD``: pixel-wise logits KD, Hinton et al. 2015, as the segmentation baselines use it (SKD, CIRKD):
+#:   plain pixel mean of the KL, T = 1, λ = 1.
+#: * ``SKD``: SKD's pair-wise term (Liu et al., CVPR 2019): cosine affinities of 2×2 max-pooled decoder
+#:   features, λ = 10 (the paper's λ1).
+#: * ``CIRKD``: CIRKD's pixel-to-pixel relations within each image (Yang et al., CVPR 2022): softmax
+#:   relations of the decoder features at τ = 0.1 (CIRKD's), KL with τ², λ = 1 (``relation_kl``).
+#: * ``CWD``: channel-wise distillation of the logits (Shu et al., ICCV 2021): τ = 1, λ = 3 (the
+#:   authors' released segmentation configs use τ = 1 and weights 3–10 on the logits).
+#: * ``RelKD``: this project's method, LM+KM+AA with the spec's module weights and the base's variants.
+METHODS: dict[str, dict[str, Any]] = {
+    TEACHER: {},
+    BASELINE: {},
+    "KD": {"distill.lambda_logits": 1.0, "distill.logits_variant": "kd", "distill.temperature": 1.0},
+    "SKD": {"distill.lambda_aa": 10.0, "distill.aa_variant": "skd", "distill.aa_pool": 2},
+    "CIRKD": {"distill.lambda_aa": 1.0, "distill.aa_variant": "relation_kl", "distill.aa_pool": 1,
+              "distill.aa_temperature": 0.1},
+    "CWD": {"distill.lambda_logits": 3.0, "distill.logits_variant": "cwd", "distill.temperature": 1.0},
+    RELKD: {},
+}
 OBJECTIVES = ("engine", "smoke")
 SAMPLERS = ("grid", "tpe")
 PRUNERS = ("none", "median")
@@ -49,6 +87,34 @@ def canonical_modules(label: str) -> str:
     if bad:
         raise ValueError(f"unknown module {bad[0]!r} in module set {label!r}; modules: LM, KM, AA or none")
     return "+".join(m for m in MODULES if m in parts)
+
+
+def canonical_method(label: str) -> str:
+    """A :data:`METHODS` name in its canonical spelling (case-insensitive), else the canonical module set
+    (:func:`canonical_modules`, which raises ``ValueError`` naming the known methods)."""
+    for name in METHODS:
+        if str(label).strip().lower() == name.lower():
+            return name
+    try:
+        return canonical_modules(label)
+    except ValueError:
+        raise ValueError(f"unknown method {label!r}: a module set (LM, KM, AA joined by '+', or none) or one "
+                         f"of {', '.join(METHODS)}") from None
+
+
+def is_baseline(label: str) -> bool:
+    """Whether a module-axis value is the no-KD baseline (``none`` or ``no-KD``)."""
+    return canonical_method(label) in ("none", BASELINE)
+
+
+def method_overrides(label: str, module_weights: Mapping[str, float]) -> dict[str, Any]:
+    """Config overrides of a module-axis value: a module set turns its λs on at ``module_weights``, a
+    named method sets every λ to 0 and then its :data:`METHODS` entry (``RelKD``: LM+KM+AA)."""
+    name = canonical_method(label)
+    if name in METHODS and name != RELKD:
+        return {**{key: 0.0 for key in MODULES.values()}, **METHODS[name]}
+    on = ("LM+KM+AA" if name == RELKD else name).split("+")
+    return {key: (float(module_weights[m]) if m in on else 0.0) for m, key in MODULES.items()}
 
 
 def cell_key(cell: Mapping[str, Any]) -> str:
@@ -110,9 +176,15 @@ class AblationSpec:
     smoke: dict = field(default_factory=dict)
     seed: int = 0
 
+    @property
+    def module_axis(self) -> str:
+        """The grid axis holding module sets / methods: ``method`` when the grid has it, else ``modules``."""
+        return "method" if "method" in self.grid else "modules"
+
     def cells(self) -> list[dict[str, Any]]:
-        """Grid cells in run order: axes in YAML order, ``modules`` varying fastest, baseline first."""
-        axes = [a for a in self.grid if a != "modules"] + ["modules"]
+        """Grid cells in run order: axes in YAML order, the module axis varying fastest, baseline first."""
+        axis = self.module_axis
+        axes = [a for a in self.grid if a != axis] + [axis]
         values = [self.grid[a] for a in axes]
         return [dict(zip(axes, combo)) for combo in itertools.product(*values)]
 
@@ -178,9 +250,12 @@ def _check_config_keys(spec_d: dict, chk: _Check, base_dir: Path | None) -> dict
     try:
         cfg = load_config(base, overrides)
         for name, values in spec_d.get("grid", {}).items():
-            if name != "modules":
+            if name not in MODULE_AXES:
                 for value in values:
                     load_config(base, {**overrides, ALIASES.get(name, name): value})
+            elif name == "method":
+                for value in values:
+                    load_config(base, {**overrides, **method_overrides(value, {m: 1.0 for m in MODULES})})
     except ValueError as exc:
         raise ValueError(f"{chk.where}: {exc}") from None
     for name in spec_d.get("search_space", {}):
@@ -221,12 +296,17 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "<dict>", base_dir: Pat
             chk(isinstance(values, list) and values and len(set(map(str, values))) == len(values),
                 f"grid.{axis}: a non-empty list of distinct values")
             chk(all(isinstance(v, (str, int, float, bool)) for v in values), f"grid.{axis}: scalar values")
+        chk(not set(MODULE_AXES) <= set(grid), "grid: use one of 'modules' and 'method', not both")
+        axis = "method" if "method" in grid else "modules"
+        canon = canonical_method if axis == "method" else canonical_modules
         try:
-            mods = [canonical_modules(m) for m in grid.get("modules", [])]
+            mods = [canon(m) for m in grid.get(axis, [])]
         except ValueError as exc:
-            raise ValueError(f"{where}: grid.modules: {exc}") from None
-        chk("none" in mods, "grid.modules must include 'none': the no-KD baseline is part of every study")
-        grid["modules"] = ["none"] + [m for m in mods if m != "none"]
+            raise ValueError(f"{where}: grid.{axis}: {exc}") from None
+        base = [m for m in mods if is_baseline(m)]
+        chk(len(base) == 1, f"grid.{axis} must include 'none' or '{BASELINE}' once: the no-KD baseline is "
+                            "part of every study")
+        grid[axis] = base + [m for m in mods if m != base[0]]
         d["grid"] = grid
     else:
         chk(not d.get("grid"), "grid is for sampler: grid (use search_space:)")
