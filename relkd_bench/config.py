@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "AA_ALIGN_MODES",
     "AA_LABELS",
     "AA_VARIANTS",
     "LOGITS_VARIANTS",
@@ -53,7 +54,10 @@ AA_VARIANTS = ("cosine", "class_aware", "relation_kl", "skd")
 #: The logits term: pixel-wise KD (plain pixel mean, or averaged per ground-truth class) or CWD.
 LOGITS_VARIANTS = ("kd", "kd_balanced", "cwd")
 AA_LABELS = ("gt", "teacher")
-ALIGN_MODES = ("resize_teacher", "resize_student", "pool", "none")
+#: How AAM brings a feature pair to one H, W (the affinity ops need equal sizes, so no "none").
+AA_ALIGN_MODES = ("resize_teacher", "resize_student", "pool")
+#: KMM's modes: the AAM ones plus "none" (Gram matrices allow different sizes).
+ALIGN_MODES = (*AA_ALIGN_MODES, "none")
 DEVICES = ("auto", "cpu", "cuda")
 AUGMENT_LEVELS = ("none", "standard", "bigaug")  # relkd_bench.data.augment.build_transforms builds each
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -314,8 +318,9 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, where: str) -> Any:
     return cls(**kwargs)
 
 
-def _merge(base: dict, update: Mapping[str, Any], free: bool = False) -> dict:
-    """Deep-merge ``update`` into a copy of ``base``; a ``kwargs`` mapping is replaced key by key."""
+def _merge(base: dict, update: Mapping[str, Any]) -> dict:
+    """Deep-merge ``update`` into a copy of ``base``: mappings merge key by key (a ``kwargs`` mapping keeps
+    the base's other keys), any other value replaces the base's."""
     out = dict(base)
     for k, v in update.items():
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
@@ -397,7 +402,7 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
             raise ValueError(f"{where}: {msg}")
 
     for key, allowed in (("aa_variant", AA_VARIANTS), ("logits_variant", LOGITS_VARIANTS),
-                         ("aa_labels", AA_LABELS), ("aa_align", ALIGN_MODES[:3]),
+                         ("aa_labels", AA_LABELS), ("aa_align", AA_ALIGN_MODES),
                          ("km_align", ALIGN_MODES)):
         value = getattr(d, key)
         need(value in allowed, f"distill.{key} must be one of {allowed}, got {value!r}")

@@ -355,8 +355,7 @@ class AffinityLoss(nn.Module):
     * ``cosine``: ``ops.affinity_loss(fs, ft)`` (global cosine affinities);
     * ``class_aware``: the same with labels ``[B, h, w]`` (majority-down-sampled ground truth or teacher
       argmax, chosen by the caller) and ``intra_weight``/``inter_weight``;
-    * ``relation_kl``: ``ops.relation_kl_loss(fs, ft, temperature, pool)`` (softmax pixel relations);
-      raises at construction when the op is not available.
+    * ``relation_kl``: ``ops.relation_kl_loss(fs, ft, temperature, pool)`` (softmax pixel relations).
     """
 
     def __init__(self, variant: str = "class_aware", pool: int = 1, align: str = "resize_teacher",
@@ -365,10 +364,6 @@ class AffinityLoss(nn.Module):
         super().__init__()
         if variant not in ("cosine", "class_aware", "relation_kl"):
             raise ValueError(f"unknown AAM variant {variant!r}")
-        if variant == "relation_kl" and not hasattr(ops, "relation_kl_loss"):
-            raise RuntimeError("AAM variant 'relation_kl' needs the op relkd_bench.ops.relation_kl_loss, "
-                               "which this build does not provide; choose distill.aa_variant=cosine or "
-                               "class_aware, or update relkd_bench.ops")
         if align == "none":
             raise ValueError("AAM needs equal H, W: align must be resize_teacher, resize_student or pool")
         self.variant, self.pool, self.align = variant, int(pool), align

@@ -16,7 +16,7 @@ import yaml
 from optuna.trial import TrialState
 
 from relkd_bench.ablate import claim, make_storage, open_study, redact, run_worker, spec_from_dict
-from relkd_bench.ablate.worker import HEARTBEAT_ATTR
+from relkd_bench.ablate.worker import HEARTBEAT_ATTR, storage_trial_id
 
 REPO = Path(__file__).resolve().parents[1]
 MODS = ["none", "LM", "KM", "AA"]
@@ -76,12 +76,31 @@ def test_stale_trial_of_a_killed_worker_is_retried(tmp_path):
     spec, store = _spec(), make_storage(str(tmp_path / "j.log"), "t")
     study = open_study(spec, store, "t")
     lost = claim(study, store, spec, spec.total)  # a worker claims the baseline cell, then "dies"
-    store.storage.set_trial_system_attr(lost._trial_id, HEARTBEAT_ATTR, time.time() - 60)
+    store.storage.set_trial_system_attr(storage_trial_id(store, study, lost.number), HEARTBEAT_ATTR,
+                                        time.time() - 60)
     fake = Fake()
     run_worker(spec, store, fake, log=lambda s: None)
     trials = optuna.load_study(study_name="t", storage=store.storage).trials
     assert trials[0].state == TrialState.FAIL and "stale" in trials[0].user_attrs["error"]
     assert sorted(_cells(study)) == sorted(fake.cells) and len(fake.cells) == 8
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_storage_trial_id_names_the_trial_the_storage_setters_change(tmp_path, kind):
+    """The worker's only bridge from a trial to the storage's id: if Optuna changes how ids are found,
+    this fails here, not as a wrong trial failed or claimed in a running study."""
+    url = str(tmp_path / "j.log") if kind == "journal" else f"sqlite:///{tmp_path}/s.db"
+    store, other = make_storage(url, "t"), None
+    other = optuna.create_study(study_name="other", storage=store.storage)
+    other.ask()  # ids of another study's trials come first: number != id
+    study = optuna.create_study(study_name="t", storage=store.storage)
+    trials = [study.ask() for _ in range(3)]
+    for t in trials:
+        trial_id = storage_trial_id(store, study, t.number)
+        store.storage.set_trial_user_attr(trial_id, "mark", t.number)
+        assert optuna.Trial(study, trial_id).number == t.number
+    assert [t.user_attrs["mark"] for t in study.get_trials()] == [0, 1, 2]
+    assert not other.get_trials()[0].user_attrs
 
 
 def test_tpe_enqueues_the_baseline_and_respects_the_total(tmp_path):
@@ -139,6 +158,12 @@ def test_cli_help():
     assert out.returncode == 0 and "--workers" in out.stdout and "optuna-dashboard" in out.stdout
 
 
+def _running_trials(tmp_path):
+    store = make_storage(None, "smoke", tmp_path / "runs")
+    study = optuna.load_study(study_name="smoke", storage=store.storage)
+    return study.get_trials(states=(TrialState.RUNNING,))
+
+
 def test_cli_two_local_workers_then_killed_worker_resumes(tmp_path):
     spec = _smoke_yaml(tmp_path, 0.05)
     out = _cli(["--config", str(spec), "--workers", "2", "--no-report", "--n-trials", "6"], tmp_path)
@@ -149,11 +174,12 @@ def test_cli_two_local_workers_then_killed_worker_resumes(tmp_path):
     spec = _smoke_yaml(tmp_path, 1.5)
     proc = _cli(["--config", str(spec), "--no-report", "--workers", "1"], tmp_path)
     time.sleep(1.0)
-    while True:
-        study = optuna.load_study(study_name="smoke", storage=make_storage(None, "smoke",
-                                                                           tmp_path / "runs").storage)
-        if study.get_trials(states=(TrialState.RUNNING,)):
-            break
+    deadline = time.monotonic() + 60
+    while not _running_trials(tmp_path):  # a worker that exits or stalls fails the test, never hangs it
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no trial started within 60 s (worker exit code {proc.wait()}):\n"
+                        f"{proc.communicate()[0]}")
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

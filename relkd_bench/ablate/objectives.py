@@ -8,7 +8,6 @@ records ``data_source = "smoke"`` so nobody mistakes it for a result.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import logging
@@ -16,7 +15,6 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +55,6 @@ def hardware(device: str = "cpu") -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     return f"{model} ({os.cpu_count()} logical CPUs, {platform.machine()})"
-
-
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _pruning_callback(trial: optuna.Trial):
@@ -129,6 +116,7 @@ def engine_objective(spec: AblationSpec, progress: bool = True) -> Objective:
     def objective(trial: optuna.Trial, plan: TrialPlan) -> float:
         from relkd_bench import engine
         from relkd_bench.config import config_hash, load_config
+        from relkd_bench.data.filelock import file_lock
 
         cfg = load_config(spec.base, plan.overrides)
         d = cfg.distill
@@ -146,7 +134,7 @@ def engine_objective(spec: AblationSpec, progress: bool = True) -> Objective:
         if data_key not in prepared:  # generate/cache the data once, not concurrently
             _LOG.info("preparing the data (generated and cached on first use; waits for another worker "
                       "doing it)")
-            with _flock(Path(cfg.run.workdir).parent / "locks" / f"data-{data_key}.lock"):
+            with file_lock(Path(cfg.run.workdir).parent / "locks" / f"data-{data_key}.lock"):
                 engine.prepare_data(cfg)
             prepared.add(data_key)
         if plan.method == TEACHER:

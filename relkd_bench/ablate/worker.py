@@ -43,7 +43,7 @@ from relkd_bench.ablate.spec import AblationSpec, cell_key
 from relkd_bench.ablate.storage import StudyStore
 
 __all__ = ["HEARTBEAT_ATTR", "WorkerSummary", "attach_live_progress", "claim", "fail_stale", "open_study",
-           "run_trial", "run_worker", "worker_main"]
+           "run_trial", "run_worker", "storage_trial_id", "worker_main"]
 
 HEARTBEAT_ATTR = "relkd:heartbeat"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -88,6 +88,16 @@ class WorkerSummary:
     seconds: float = 0.0
 
 
+def storage_trial_id(store: StudyStore, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study``, which the storage's setters take.
+
+    Optuna keeps it in the private ``_trial_id``; this asks the storage through its public API instead
+    (study id by name, trial id by number): the one place the worker turns a trial into a storage id.
+    """
+    study_id = store.storage.get_study_id_from_name(study.study_name)
+    return store.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -119,10 +129,11 @@ def fail_stale(study: optuna.Study, store: StudyStore, grace: float) -> list[int
         if now - last <= grace:
             continue
         try:
+            trial_id = storage_trial_id(store, study, t.number)
             store.storage.set_trial_user_attr(
-                t._trial_id, "error", f"stale: no heartbeat for {now - last:.0f} s (worker "
+                trial_id, "error", f"stale: no heartbeat for {now - last:.0f} s (worker "
                 f"{t.user_attrs.get('worker', '?')} stopped); the cell is retried")
-            store.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            store.storage.set_trial_state_values(trial_id, TrialState.FAIL)
             failed.append(t.number)
         except UpdateFinishedTrialError:
             pass
@@ -130,13 +141,14 @@ def fail_stale(study: optuna.Study, store: StudyStore, grace: float) -> list[int
 
 
 def _take(study: optuna.Study, store: StudyStore, t: FrozenTrial) -> optuna.Trial | None:
+    trial_id = storage_trial_id(store, study, t.number)
     try:
-        if not store.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+        if not store.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
             return None
     except UpdateFinishedTrialError:
         return None
-    store.storage.set_trial_system_attr(t._trial_id, HEARTBEAT_ATTR, time.time())
-    return optuna.Trial(study, t._trial_id)
+    store.storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+    return optuna.Trial(study, trial_id)
 
 
 def _claim_grid(study: optuna.Study, store: StudyStore, spec: AblationSpec, total: int,
@@ -178,7 +190,8 @@ def _claim_tpe(study: optuna.Study, store: StudyStore, spec: AblationSpec, total
         if (trial := _take(study, store, t)) is not None:
             return trial
     trial = study.ask()
-    store.storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+    store.storage.set_trial_system_attr(storage_trial_id(store, study, trial.number), HEARTBEAT_ATTR,
+                                        time.time())
     return trial
 
 
@@ -210,7 +223,7 @@ class _Heartbeat(threading.Thread):
 def run_trial(study: optuna.Study, store: StudyStore, spec: AblationSpec, trial: optuna.Trial,
               objective: Objective) -> tuple[FrozenTrial | None, TrialPlan | None]:
     """Run one claimed trial; failures are recorded (``error``/``traceback`` attributes), never raised."""
-    beat = _Heartbeat(store, trial._trial_id, spec.heartbeat["interval"])
+    beat = _Heartbeat(store, storage_trial_id(store, study, trial.number), spec.heartbeat["interval"])
     beat.start()
     state, value, plan = TrialState.FAIL, None, None
     _running["trial"] = trial.number

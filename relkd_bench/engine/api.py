@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from torch import nn
 
 from relkd_bench.config import ExperimentConfig, config_hash, teacher_config, teacher_hash
 from relkd_bench.data import PreprocessCache, PreprocessConfig, VolumeDataset, scan_collection
+from relkd_bench.data.filelock import file_lock
 from relkd_bench.data.sites import try_resolve_site
 from relkd_bench.engine.checkpoint import TRAIN_FORMAT, load_checkpoint, load_model
 from relkd_bench.engine.data import prepare_data
@@ -88,24 +88,6 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive lock on ``path`` (POSIX ``flock``; a no-op elsewhere) so that parallel workers train a
-    shared teacher once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _build(cfg: ExperimentConfig, role: str) -> nn.Module:
     mc = getattr(cfg, role)
     model = build_model(mc.name, in_channels=cfg.data.context_slices, num_classes=2, **mc.kwargs)
@@ -135,7 +117,7 @@ def train_teacher(cfg: ExperimentConfig, workdir: Path | None = None, progress: 
         return train_teacher_ensemble(cfg, workdir, progress)
     cfg = teacher_config(cfg)
     run_dir = Path(workdir or cfg.run.workdir) / f"teacher-{cfg.teacher.name}-{teacher_hash(cfg)}"
-    with _locked(run_dir / ".lock"):
+    with file_lock(run_dir / ".lock"):  # parallel workers train a shared teacher once
         if _is_finished(run_dir):
             return run_dir / "best.pt"
         device = setup_runtime(cfg.train)
@@ -151,7 +133,7 @@ def train_teacher(cfg: ExperimentConfig, workdir: Path | None = None, progress: 
             return loss, {}
 
         mc = cfg.teacher
-        spec = FitSpec("teacher", model, mc.name, mc.kwargs, step, mc.epochs or cfg.train.epochs,
+        spec = FitSpec("teacher", model, mc.name, step, mc.epochs or cfg.train.epochs,
                        mc.lr or cfg.train.lr, run_key=teacher_hash(cfg))
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
         out = fit(cfg, spec, run, run_dir, device, progress)
@@ -211,7 +193,7 @@ def train_student(cfg: ExperimentConfig, teacher_checkpoint: Path | None, workdi
         return objective(zs, y, fs, zt, ft)
 
     mc = cfg.student
-    spec = FitSpec("student", student, mc.name, mc.kwargs, step, mc.epochs or cfg.train.epochs,
+    spec = FitSpec("student", student, mc.name, step, mc.epochs or cfg.train.epochs,
                    mc.lr or cfg.train.lr, extra=objective)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))

@@ -56,12 +56,13 @@ def volume_metrics(pred: torch.Tensor, gt: torch.Tensor, spacing: Sequence[float
     hd = assd = math.nan
     if surface:
         sp = [float(s) for s in spacing]
-        # MONAI 1.5+ warns about its own internal get_mask_edges call on every use; nothing to act on here.
-        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
-        hd = float(compute_hausdorff_distance(yp, yt, include_background=False, percentile=95,
-                                              spacing=sp).reshape(-1)[0])
-        assd = float(compute_average_surface_distance(yp, yt, include_background=False, symmetric=True,
-                                                      spacing=sp).reshape(-1)[0])
+        with warnings.catch_warnings():
+            # MONAI 1.5+ warns about its own internal get_mask_edges call on every use; nothing to act on.
+            warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
+            hd = float(compute_hausdorff_distance(yp, yt, include_background=False, percentile=95,
+                                                  spacing=sp).reshape(-1)[0])
+            assd = float(compute_average_surface_distance(yp, yt, include_background=False, symmetric=True,
+                                                          spacing=sp).reshape(-1)[0])
     return {"dice": dice, "hd95": hd, "assd": assd}
 
 

@@ -26,6 +26,7 @@ import math
 from pathlib import Path
 
 from relkd_bench.config import ExperimentConfig, config_hash, teacher_hash
+from relkd_bench.data.filelock import file_lock
 from relkd_bench.engine.checkpoint import MODEL_FORMAT, load_model, save_atomic
 from relkd_bench.engine.data import prepare_data
 from relkd_bench.engine.metrics import evaluate_volumes, summarize
@@ -59,14 +60,14 @@ def train_teacher_ensemble(cfg: ExperimentConfig, workdir: Path | None = None, p
     The run folder is ``workdir/teacher-<name>-x<members>-<teacher_hash(cfg)>``; the members' folders
     are those of single teachers. Returns the ensemble's ``best.pt``.
     """
-    from relkd_bench.engine.api import _locked, train_teacher  # api dispatches here: import lazily
+    from relkd_bench.engine.api import train_teacher  # api dispatches here: import lazily
 
     members = member_configs(cfg)
     paths = [train_teacher(m, workdir, progress) for m in members]
     t = cfg.teacher
     run_dir = Path(workdir or cfg.run.workdir) / f"teacher-{t.name}-x{t.members}-{teacher_hash(cfg)}"
     best = run_dir / "best.pt"
-    with _locked(run_dir / ".lock"):
+    with file_lock(run_dir / ".lock"):
         if best.is_file():
             return best
         device = setup_runtime(cfg.train)
