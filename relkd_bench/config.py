@@ -21,7 +21,7 @@ import hashlib
 import json
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,12 @@ class DataConfig:
             :mod:`relkd_bench.data.augment`); ``true`` = ``standard`` and ``false`` = ``none`` (the meaning
             of the on/off switch this key was before).
         cache_dir: preprocessed-volume cache; ``None`` → ``<parent of run.workdir>/cache``.
+        num_classes: classes of the task, background included (the models' outputs); 2 = background and
+            gland. MSD Task05 zones (imported with ``--keep-zones``): 3, with the default label map.
+        label_map: mask value → class, e.g. ``{1: 1, 2: 2}`` (:mod:`relkd_bench.data.labels`: value 0 is
+            background unless listed, an unlisted non-zero value is an error); empty → the default for
+            ``num_classes``: 2 classes: any value > 0 → 1 (zones merged into the gland); more: value v →
+            class v. See :meth:`label_pairs`.
     """
 
     root: str = "synthetic"
@@ -110,6 +116,16 @@ class DataConfig:
     split_seed: int = 0
     augment: bool | str = True
     cache_dir: str | None = None
+    num_classes: int = 2
+    label_map: dict = field(default_factory=dict)
+
+    def label_pairs(self) -> tuple[tuple[int, int], ...] | None:
+        """The label map as sorted ``(mask value, class)`` pairs; ``None`` = binary (mask > 0 → 1)."""
+        if self.label_map:
+            return tuple(sorted((int(v), int(c)) for v, c in self.label_map.items()))
+        if self.num_classes == 2:
+            return None
+        return tuple((v, v) for v in range(1, self.num_classes))
 
 
 @dataclass(frozen=True)
@@ -434,6 +450,17 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
     need(cfg.student.seed is None, "student.seed is not a setting: the student trains with train.seed")
     need(0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)")
     need(cfg.data.context_slices >= 1 and cfg.data.context_slices % 2 == 1, "data.context_slices must be odd")
+    _validate_labels(cfg.data, need)
+
+
+def _validate_labels(data: DataConfig, need: Callable[[bool, str], None]) -> None:
+    k = data.num_classes
+    need(2 <= k <= 255, f"data.num_classes must be in [2, 255] (background included), got {k}")
+    for value, cls in data.label_map.items():
+        need(str(value).isdigit() and isinstance(cls, int) and not isinstance(cls, bool),
+             f"data.label_map maps mask values (integers >= 0) to classes (integers), got {value!r}: {cls!r}")
+        need(0 <= cls < k, f"data.label_map: mask value {value} -> class {cls}, outside [0, {k}) "
+                           f"(data.num_classes={k})")
 
 
 def load_config(source: str | Path | Mapping[str, Any] = "quick",
@@ -479,9 +506,19 @@ def augment_level(cfg: ExperimentConfig, role: str) -> str:
     return aug if isinstance(aug, str) else ("standard" if aug else "none")
 
 
+def _hashed_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """``cfg.to_dict()`` without the settings that were added later and are at their default (a binary
+    task's ``data.num_classes`` and ``data.label_map``), so configs written before they existed keep
+    their hash, run folders and teachers."""
+    d = cfg.to_dict()
+    if cfg.data.num_classes == 2 and not cfg.data.label_map:
+        del d["data"]["num_classes"], d["data"]["label_map"]
+    return d
+
+
 def config_hash(cfg: ExperimentConfig) -> str:
-    """Stable 12-hex-digit hash of ``cfg.to_dict()`` (sorted keys)."""
-    return _digest(cfg.to_dict())
+    """Stable 12-hex-digit hash of ``cfg.to_dict()`` (sorted keys; see :func:`_hashed_dict`)."""
+    return _digest(_hashed_dict(cfg))
 
 
 def teacher_config(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -503,7 +540,7 @@ def teacher_hash(cfg: ExperimentConfig) -> str:
     in those share one teacher (and, with ``teacher.seed`` set, student runs of every seed).
     """
     cfg = teacher_config(cfg)
-    d = cfg.to_dict()
+    d = _hashed_dict(cfg)
     data = {k: v for k, v in d["data"].items() if k != "cache_dir"}
     level = augment_level(cfg, "teacher")
     data["augment"] = {"standard": True, "none": False}.get(level, level)

@@ -184,6 +184,21 @@ def test_msd_prostate_takes_t2_and_merges_the_zones(tmp_path):
     assert vol.mask.sum() == 2 * 3 * 3 * 2 and set(np.unique(vol.mask)) == {0, 1}
 
 
+def test_msd_prostate_keep_zones(tmp_path):
+    _msd_release(tmp_path / "Task05_Prostate")
+    import_collection("msd-prostate", tmp_path, tmp_path / "zones", keep_zones=True)
+    ref = scan_collection(tmp_path / "zones")[0][0]
+    assert set(np.unique(load_case(ref, ((1, 1), (2, 2))).mask)) == {0, 1, 2}
+    assert load_case(ref).mask.max() == 1  # the binary default merges them again
+    with pytest.raises(DataError, match="imported as zones, not gland"):
+        import_collection("msd-prostate", tmp_path, tmp_path / "zones")
+    import_collection("msd-prostate", tmp_path, tmp_path / "gland")
+    with pytest.raises(DataError, match="imported as gland, not zones"):
+        import_collection("msd-prostate", tmp_path, tmp_path / "gland", keep_zones=True)
+    with pytest.raises(DataError, match="only msd-prostate has zones"):
+        import_collection("promise12", tmp_path, tmp_path / "x", keep_zones=True)
+
+
 def test_msd_download_path_uses_monai_checksum_on_a_local_archive(tmp_path, monkeypatch):
     from monai.apps.datasets import DecathlonDataset
 

@@ -78,7 +78,8 @@ def test_tiny_end_to_end(tiny):
     assert again.heldout_per_case == res.heldout_per_case or math.isnan(res.heldout["dice"])
     # teacher checkpoint loads with weights_only=True and records the preprocessing evaluation replays
     assert torch.load(teacher, weights_only=True)["data"] == {"size": 32, "context_slices": 1,
-                                                              "normalize": "zscore", "inplane_spacing": None}
+                                                              "normalize": "zscore", "inplane_spacing": None,
+                                                              "label_map": None}
 
 
 def test_heldout_never_reaches_training_or_validation(tiny):

@@ -117,6 +117,7 @@ def engine_objective(spec: AblationSpec, progress: bool = True) -> Objective:
         from relkd_bench import engine
         from relkd_bench.config import config_hash, load_config
         from relkd_bench.data.filelock import file_lock
+        from relkd_bench.engine.metrics import class_keys
 
         cfg = load_config(spec.base, plan.overrides)
         d = cfg.distill
@@ -156,6 +157,8 @@ def engine_objective(spec: AblationSpec, progress: bool = True) -> Objective:
             "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "seconds": round(res.seconds, 1),
             "seconds_per_epoch": _num(res.seconds_per_epoch), "backend": res.backend, "device": res.device,
             "hardware": hardware(res.device), "checkpoint": str(res.checkpoint),
+            # more than 2 classes: per-class means, e.g. heldout_dice_c1 (engine.metrics module doc)
+            **{f"heldout_{k}": _num(v) for k, v in res.heldout.items() if k in class_keys([res.heldout])},
         }
         for k, v in out.items():
             trial.set_user_attr(k, v)

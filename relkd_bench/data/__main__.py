@@ -44,13 +44,13 @@ def _import(args: argparse.Namespace) -> int:
         src = download_msd_prostate(src)
     t0 = time.perf_counter()
     report = import_collection(args.format, src, args.out, site=args.site,
-                               progress=None if args.quiet else print)
+                               progress=None if args.quiet else print, keep_zones=args.keep_zones)
     print(f"{report} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Argument parser with the subcommands ``synth`` and ``inspect``."""
+    """Argument parser with the subcommands ``synth``, ``import`` and ``inspect``."""
     p = argparse.ArgumentParser(prog="python -m relkd_bench.data",
                                 description="Prostate MRI collections: synthetic, import, inspection.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--site", help="site folder for one-site releases (msd-prostate: default RUNMC)")
     m.add_argument("--download", action="store_true",
                    help="msd-prostate only: fetch Task05 with MONAI's downloader (MD5 checked) into SRC")
+    m.add_argument("--keep-zones", action="store_true",
+                   help="msd-prostate only: keep the zones (1 peripheral, 2 transition) instead of merging "
+                        "them into the gland; train on them with data.num_classes=3")
     m.add_argument("--quiet", action="store_true", help="no per-case lines")
     m.set_defaults(func=_import)
     i = sub.add_parser("inspect", help="per-site table and a mid-gland figure of a collection")

@@ -11,8 +11,9 @@ spacing came from). Formats:
   SimpleITK (ITK's own MetaImage reader; a small wheel, unlike the full ITK that MONAI's ITKReader needs);
   spacing, origin and direction are kept.
 - ``msd-prostate``: Medical Segmentation Decathlon Task05 (``imagesTr/prostate_NN.nii.gz``, 4-D T2 + ADC;
-  ``labelsTr`` with 1 = peripheral, 2 = transition zone): the T2 channel, the zones merged into the gland,
-  one site (Radboud UMC Nijmegen, i.e. RUNMC, unless ``site`` says otherwise).
+  ``labelsTr`` with 1 = peripheral, 2 = transition zone): the T2 channel, the zones merged into the gland
+  (``keep_zones=True``: kept as mask values 1 and 2, for ``data.num_classes=3``), one site (Radboud UMC
+  Nijmegen, i.e. RUNMC, unless ``site`` says otherwise).
 - ``multisite-nii``: the processed six-site release, already in the loader's layout: validated and copied.
 
 Guarantees: nothing is written to OUT until every case has been read and validated (cases are converted
@@ -263,7 +264,7 @@ def _read_nifti(path: Path) -> nib.Nifti1Image:
     return img
 
 
-def _msd_sources(src: Path, site: str) -> list[_Source]:
+def _msd_sources(src: Path, site: str, keep_zones: bool) -> list[_Source]:
     root = src / "Task05_Prostate" if (src / "Task05_Prostate").is_dir() else src
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir():
@@ -278,13 +279,13 @@ def _msd_sources(src: Path, site: str) -> list[_Source]:
         if not label.is_file():
             raise DataError(p, f"image without mask: expected {label}")
         case_id = f"Case{int(m.group(1)):02d}"
-        sources.append(_Source(site, case_id, (p, label), "header", _msd_reader(p, label)))
+        sources.append(_Source(site, case_id, (p, label), "header", _msd_reader(p, label, keep_zones)))
     if not sources:
         raise DataError(images_dir, "no prostate_NN.nii.gz files found (format msd-prostate)")
     return sources
 
 
-def _msd_reader(image_path: Path, label_path: Path) -> Callable:
+def _msd_reader(image_path: Path, label_path: Path, keep_zones: bool) -> Callable:
     def read() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         img, lab = _read_nifti(image_path), _read_nifti(label_path)
         data = np.asarray(img.dataobj)
@@ -294,8 +295,17 @@ def _msd_reader(image_path: Path, label_path: Path) -> Callable:
             raise DataError(image_path, f"expected a 4-D T2+ADC or 3-D volume, got shape {data.shape}")
         mask = np.asarray(lab.dataobj)
         _same_shape(data, mask, image_path, label_path)
-        return data, _binary_mask(mask, label_path), img.affine  # zones 1 (PZ) + 2 (TZ) = gland
+        gland = _binary_mask(mask, label_path)  # zones 1 (PZ) + 2 (TZ) = gland; also checks the values
+        return data, (_zones(mask, label_path) if keep_zones else gland), img.affine
     return read
+
+
+def _zones(mask: np.ndarray, path: Path) -> np.ndarray:
+    """MSD Task05 zones as they are: 0 background, 1 peripheral, 2 transition zone."""
+    values = set(np.unique(mask).tolist())
+    if not values <= {0, 1, 2}:
+        raise DataError(path, f"zone mask values must be 0, 1, 2, got {sorted(values)}")
+    return mask.astype(np.uint8)
 
 
 def download_msd_prostate(dest: Path) -> Path:
@@ -335,13 +345,13 @@ def _copy_reader(ref: CaseRef) -> Callable:
 
 # ---- the import --------------------------------------------------------------------------------------
 
-def _sources(fmt: str, src: Path, site: str | None) -> list[_Source]:
+def _sources(fmt: str, src: Path, site: str | None, keep_zones: bool) -> list[_Source]:
     if fmt == "promise12-npy":
         return _promise12_npy_sources(src)
     if fmt == "promise12":
         return _promise12_sources(src)
     if fmt == "msd-prostate":
-        return _msd_sources(src, site or "RUNMC")
+        return _msd_sources(src, site or "RUNMC", keep_zones)
     if fmt == "multisite-nii":
         return _multisite_sources(src)
     raise DataError(src, f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
@@ -398,7 +408,8 @@ def _atomic_json(path: Path, data: dict) -> None:
 
 
 def import_collection(fmt: str, src: str | Path, out: str | Path, site: str | None = None,
-                      progress: Callable[[str], None] | None = None) -> ImportReport:
+                      progress: Callable[[str], None] | None = None,
+                      keep_zones: bool = False) -> ImportReport:
     """Import the release at ``src`` (format ``fmt``) into ``out`` (loader layout + manifest).
 
     Args:
@@ -407,6 +418,9 @@ def import_collection(fmt: str, src: str | Path, out: str | Path, site: str | No
         out: collection root to write (created; other files in it are left alone).
         site: site folder for one-site releases (``msd-prostate``; default RUNMC).
         progress: called with one line per case.
+        keep_zones: ``msd-prostate`` only: keep the zones (1 peripheral, 2 transition) instead of merging
+            them into the gland. The manifest records the choice (``labels``); an OUT imported the other
+            way is refused.
 
     Raises:
         DataError: unknown format, missing/unreadable/truncated file, unpaired image or mask, shapes
@@ -418,13 +432,16 @@ def import_collection(fmt: str, src: str | Path, out: str | Path, site: str | No
         raise DataError(src, f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
     if not src.is_dir():
         raise DataError(src, "source folder does not exist")
-    sources = _sources(fmt, src, site)
+    if keep_zones and fmt != "msd-prostate":
+        raise DataError(src, f"keep_zones: only msd-prostate has zones, not {fmt}")
+    sources = _sources(fmt, src, site, keep_zones)
+    labels = ("zones" if keep_zones else "gland") if fmt == "msd-prostate" else None
     with file_lock(out.parent / f".{out.name}.import.lock"):  # parallel workers import once
-        return _import_locked(fmt, src, out, sources, progress)
+        return _import_locked(fmt, src, out, sources, progress, labels)
 
 
 def _import_locked(fmt: str, src: Path, out: Path, sources: list[_Source],
-                   progress: Callable[[str], None] | None) -> ImportReport:
+                   progress: Callable[[str], None] | None, labels: str | None) -> ImportReport:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".import-*"):  # left by an interrupted import
@@ -433,6 +450,12 @@ def _import_locked(fmt: str, src: Path, out: Path, sources: list[_Source],
     written, skipped, entries = [], [], {}
     try:
         manifest = _read_manifest(out, fmt)
+        if labels is not None:  # an import written before the key existed holds the gland
+            held = manifest.get("labels", "gland" if manifest["cases"] else labels)
+            if held != labels:
+                raise DataError(out / MANIFEST, f"OUT holds masks imported as {held}, not {labels}; use "
+                                                "another OUT folder")
+            manifest["labels"] = labels
         for case in sources:
             uid = f"{case.site}/{case.case_id}"
             source_digests = {str(f.relative_to(src)): _digest(f) for f in case.files}

@@ -16,6 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from relkd_bench.data.labels import LabelMap, apply_label_map
 from relkd_bench.data.sites import SITES, site_names, try_resolve_site
 
 __all__ = [
@@ -90,7 +91,8 @@ class Volume:
 
     Attributes:
         image: float32 array ``[X, Y, Z]`` (Z = axial slices, inferior → superior).
-        mask: uint8 array ``[X, Y, Z]`` with values {0, 1} (input mask > 0 → 1).
+        mask: uint8 array ``[X, Y, Z]`` of classes: the input mask through the label map (default:
+            values > 0 → 1, see :mod:`relkd_bench.data.labels`).
         spacing: voxel size ``(sx, sy, sz)`` in mm, from the header.
         affine: 4×4 voxel-to-world matrix of the canonical arrays.
         ref: where the case came from.
@@ -104,8 +106,8 @@ class Volume:
 
     @property
     def mask_volume_ml(self) -> float:
-        """Prostate volume in millilitres."""
-        return float(self.mask.sum() * np.prod(self.spacing) / 1000.0)
+        """Volume of every non-background class (the prostate) in millilitres."""
+        return float(np.count_nonzero(self.mask) * np.prod(self.spacing) / 1000.0)
 
 
 def _nifti_stem(path: Path) -> str | None:
@@ -262,8 +264,8 @@ def _read(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tu
     return data, raw_affine, img.affine.copy(), zooms
 
 
-def load_case(ref: CaseRef) -> Volume:
-    """Load and validate one case.
+def load_case(ref: CaseRef, label_map: LabelMap | None = None) -> Volume:
+    """Load and validate one case; ``label_map`` turns mask values into classes (``None``: > 0 → 1).
 
     Checks: both files readable (truncated gzip is caught), 3-D (a trailing singleton 4th axis is
     dropped), equal shapes and affines, finite image values, mask values non-negative integers.
@@ -302,7 +304,11 @@ def load_case(ref: CaseRef) -> Volume:
         odd = mask[mask != np.round(mask)]
         raise DataError(ref.mask_path, f"mask has non-integer values (e.g. {float(odd.flat[0]):g}); "
                                        "expected integer labels")
-    return Volume(image=np.ascontiguousarray(image), mask=np.ascontiguousarray(mask > 0, dtype=np.uint8),
+    try:
+        classes = apply_label_map(mask, label_map)
+    except ValueError as err:
+        raise DataError(ref.mask_path, str(err)) from err
+    return Volume(image=np.ascontiguousarray(image), mask=classes,
                   spacing=(zooms[0], zooms[1], zooms[2]), affine=canon_aff, ref=ref)
 
 

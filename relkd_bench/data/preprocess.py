@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from monai.transforms import NormalizeIntensity, Resize, ResizeWithPadOrCrop, ScaleIntensityRangePercentiles
 
+from relkd_bench.data.labels import LabelMap
 from relkd_bench.data.nifti import BadCase, CaseRef, DataError, Volume, load_case
 
 __all__ = [
@@ -59,6 +60,8 @@ class PreprocessConfig:
             prostate are always used).
         inplane_spacing: ``None`` → resize the whole slice to ``size``; a value in mm → resample to that
             in-plane spacing, then centre crop/pad to ``size`` (padding with the volume's minimum).
+        label_map: ``(mask value, class)`` pairs (:mod:`relkd_bench.data.labels`); ``None`` → binary
+            (mask > 0 → 1).
     """
 
     size: int = 384
@@ -67,6 +70,7 @@ class PreprocessConfig:
     context_slices: int = 1
     empty_fraction: float = 0.2
     inplane_spacing: float | None = None
+    label_map: LabelMap | None = None
 
     def __post_init__(self) -> None:
         if self.inplane_spacing is not None and not 0.05 <= self.inplane_spacing <= 10.0:
@@ -90,6 +94,8 @@ class PreprocessConfig:
             d["percentiles"] = list(self.percentiles)
         if self.inplane_spacing is not None:  # absent when unset: caches of resized volumes keep their key
             d["inplane_spacing"] = self.inplane_spacing
+        if self.label_map is not None:  # absent for the binary default: binary caches keep their key
+            d["label_map"] = [list(pair) for pair in self.label_map]
         return d
 
     def cache_key(self) -> str:
@@ -103,7 +109,7 @@ class PreparedVolume:
 
     Attributes:
         image: float32 ``[D, H, W]`` normalized intensities (may be a read-only memmap).
-        mask: uint8 ``[D, H, W]`` {0, 1}.
+        mask: uint8 ``[D, H, W]`` classes (binary by default: {0, 1}).
         spacing: ``(sz, sy, sx)`` voxel size in mm after resampling, in ``[D, H, W]`` order.
         ref: source case.
     """
@@ -135,7 +141,8 @@ def resample_inplane(image: np.ndarray, mask: np.ndarray, spacing: Sequence[floa
     """Resize ``[D, H, W]`` image and mask in-plane to ``[D, size, size]`` (MONAI ``Resize``).
 
     The image uses area averaging when shrinking and bilinear interpolation when enlarging; the mask
-    is interpolated bilinearly and thresholded at 0.5. ``spacing`` is ``(sz, sy, sx)``.
+    is interpolated bilinearly and thresholded at 0.5 (more than two classes: each class's indicator is
+    interpolated and the largest wins, see :func:`_resize_classes`). ``spacing`` is ``(sz, sy, sx)``.
 
     Returns:
         ``(image float32, mask uint8, new spacing)``.
@@ -173,8 +180,20 @@ def _resize(image: np.ndarray, mask: np.ndarray, h: int, w: int) -> tuple[np.nda
         return image.astype(np.float32), mask.astype(np.uint8)
     mode = "area" if h < h0 and w < w0 else "bilinear"  # area only when shrinking along both axes
     img = Resize((-1, h, w), mode=mode)(torch.from_numpy(np.ascontiguousarray(image, np.float32))[None])
+    if mask.size and mask.max() > 1:
+        return np.asarray(img[0], np.float32), _resize_classes(mask, h, w)
     msk = Resize((-1, h, w), mode="bilinear")(torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None])
     return np.asarray(img[0], np.float32), (np.asarray(msk[0]) >= 0.5).astype(np.uint8)
+
+
+def _resize_classes(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Resize a label volume ``[D, H, W]`` holding classes above 1: each class's indicator is interpolated
+    bilinearly and every pixel takes the class with the largest value (the lower class wins a tie).
+    A volume of classes {0, 1} keeps the binary rule of :func:`_resize` (indicator >= 0.5)."""
+    classes = np.arange(int(mask.max()) + 1)
+    onehot = (mask[None] == classes[:, None, None, None]).astype(np.float32)  # [K, D, H, W], K as channels
+    soft = Resize((-1, h, w), mode="bilinear")(torch.from_numpy(onehot))
+    return np.asarray(torch.as_tensor(soft).argmax(0), np.uint8)
 
 
 def preprocess_volume(vol: Volume, cfg: PreprocessConfig) -> PreparedVolume:
@@ -269,7 +288,7 @@ class PreprocessCache:
             except (OSError, ValueError, KeyError):
                 pass  # damaged entry: recompute
         self.misses += 1
-        prep = preprocess_volume(load_case(ref), self.cfg)
+        prep = preprocess_volume(load_case(ref, self.cfg.label_map), self.cfg)
         self.dir.mkdir(parents=True, exist_ok=True)
         _atomic_save(Path(f"{stem}.image.npy"), lambda fh: np.save(fh, prep.image))
         _atomic_save(Path(f"{stem}.mask.npy"), lambda fh: np.save(fh, prep.mask))

@@ -90,7 +90,8 @@ def _json_safe(x: Any) -> Any:
 
 def _build(cfg: ExperimentConfig, role: str) -> nn.Module:
     mc = getattr(cfg, role)
-    model = build_model(mc.name, in_channels=cfg.data.context_slices, num_classes=2, **mc.kwargs)
+    model = build_model(mc.name, in_channels=cfg.data.context_slices, num_classes=cfg.data.num_classes,
+                        **mc.kwargs)
     m = getattr(model, "size_multiple", 1)
     if cfg.data.size % m:
         raise ValueError(f"data.size={cfg.data.size} is not a multiple of {m}, which {role} {mc.name} needs")
@@ -179,7 +180,7 @@ def train_student(cfg: ExperimentConfig, teacher_checkpoint: Path | None, workdi
     if dc.enabled:
         teacher, _ = load_model(teacher_checkpoint, device)
         teacher.requires_grad_(False).eval()
-    objective = RelKDLoss(dc, student, teacher, cfg.student.name).to(device)
+    objective = RelKDLoss(dc, student, teacher, cfg.student.name, cfg.data.num_classes).to(device)
     amp = cfg.train.amp and device.type == "cuda"
     s_taps, t_taps = objective.student_taps, objective.teacher_taps
 
@@ -240,8 +241,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, site: str | No
         if not cases:
             raise ValueError(f"{data}: no case of site {site!r}")
     d = meta["data"]
+    label_map = d.get("label_map")  # absent before multi-class tasks: binary
     pcfg = PreprocessConfig(size=d["size"], context_slices=d["context_slices"], normalize=d["normalize"],
-                            inplane_spacing=d.get("inplane_spacing"))
+                            inplane_spacing=d.get("inplane_spacing"),
+                            label_map=tuple(tuple(p) for p in label_map) if label_map else None)
     cache = PreprocessCache(pcfg, cache_dir if cache_dir is not None else Path("runs") / "cache")
     rows = evaluate_volumes(model, VolumeDataset(cases, cache), dev, batch_size, keep_lcc=keep_lcc)
     table = per_site(rows)

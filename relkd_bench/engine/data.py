@@ -66,8 +66,8 @@ def cache_dir(cfg: ExperimentConfig) -> Path:
 def preprocess_config(cfg: ExperimentConfig) -> PreprocessConfig:
     d = cfg.data
     return PreprocessConfig(size=d.size, normalize=d.normalize, context_slices=d.context_slices,
-                            inplane_spacing=d.inplane_spacing,
-                            empty_fraction=d.empty_fraction)
+                            inplane_spacing=d.inplane_spacing, empty_fraction=d.empty_fraction,
+                            label_map=d.label_pairs())
 
 
 @dataclass

@@ -80,12 +80,16 @@ class FitOutcome:
 
 
 def model_meta(cfg: ExperimentConfig, spec: FitSpec) -> dict:
-    """Everything but the weights that :func:`relkd_bench.engine.checkpoint.load_model` needs."""
+    """Everything but the weights that :func:`relkd_bench.engine.checkpoint.load_model` needs, and the
+    preprocessing (label map included) that evaluating the model replays."""
+    d = cfg.data
+    label_map = d.label_pairs()
     return {"format": MODEL_FORMAT, "role": spec.role,
             "model": {"name": spec.model_name, "kwargs": cfg.to_dict()[spec.role]["kwargs"],
-                      "in_channels": cfg.data.context_slices, "num_classes": 2},
-            "data": {"size": cfg.data.size, "context_slices": cfg.data.context_slices,
-                     "normalize": cfg.data.normalize, "inplane_spacing": cfg.data.inplane_spacing},
+                      "in_channels": d.context_slices, "num_classes": d.num_classes},
+            "data": {"size": d.size, "context_slices": d.context_slices, "normalize": d.normalize,
+                     "inplane_spacing": d.inplane_spacing,
+                     "label_map": [list(p) for p in label_map] if label_map is not None else None},
             "config": cfg.to_dict(), "config_hash": config_hash(cfg),
             "run_key": spec.run_key or config_hash(cfg)}
 

@@ -6,13 +6,15 @@ import csv
 import datetime as _dt
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-__all__ = ["COLUMNS", "provenance", "read_trials_csv", "rows_from_study", "write_trials_csv"]
+__all__ = ["CLASS_COLUMN", "COLUMNS", "class_columns", "provenance", "read_trials_csv", "rows_from_study",
+           "write_trials_csv"]
 
 #: Columns of ``trials.csv`` (one row per trial, every state).
 COLUMNS = ("number", "state", "value", "method", "student", "teacher", "seed", "heldout", "heldout_dice",
@@ -23,6 +25,14 @@ _NUM = {"value", "heldout_dice", "heldout_hd95", "heldout_assd", "teacher_heldou
         "teacher_heldout_hd95", "seconds"}
 _INT = {"number", "seed", "best_epoch", "epochs_run"}
 _JSON = {"heldout_case_dice"}  # stored as JSON text in trials.csv
+#: Per-class held-out metrics of tasks with more than 2 classes (``heldout_dice_c1``, …): extra columns.
+CLASS_COLUMN = re.compile(r"^heldout_(dice|hd95|assd)_c\d+$")
+
+
+def class_columns(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """The per-class columns present in ``rows``, sorted by metric then class."""
+    found = {k for r in rows for k in r if CLASS_COLUMN.match(k)}
+    return sorted(found, key=lambda k: (k.rsplit("_c", 1)[0], int(k.rsplit("_c", 1)[1])))
 
 
 def _num(x: Any) -> float:
@@ -56,6 +66,7 @@ def rows_from_study(study: optuna.Study) -> list[dict[str, Any]]:
                    params=json.dumps(t.params, sort_keys=True, default=str), heldout_case_dice=_case_dice(ua))
         for c in _NUM:
             row[c] = _num(row[c])
+        row.update({k: _num(v) for k, v in ua.items() if CLASS_COLUMN.match(k)})
         rows.append(row)
     return rows
 
@@ -65,7 +76,7 @@ def write_trials_csv(rows: Sequence[dict[str, Any]], path: Path, header: Sequenc
     with open(path, "w", newline="") as fh:
         for line in header:
             fh.write(f"# {line}\n")
-        w = csv.DictWriter(fh, fieldnames=list(COLUMNS), extrasaction="ignore")
+        w = csv.DictWriter(fh, fieldnames=[*COLUMNS, *class_columns(rows)], extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else
@@ -86,6 +97,7 @@ def read_trials_csv(path: str | Path) -> list[dict[str, Any]]:
                 row[c] = int(row[c]) if row[c] not in (None, "") else None
             for c in _JSON:
                 row[c] = json.loads(row[c]) if row[c] else None
+            row.update({k: _num(v) for k, v in r.items() if CLASS_COLUMN.match(k)})
             rows.append(row)
     return rows
 

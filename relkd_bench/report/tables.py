@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relkd_bench.report.collect import class_columns
 from relkd_bench.report.stats import ALPHA, BOOTSTRAP_SEED, N_BOOTSTRAP, Paired, paired_cells
 
-__all__ = ["SITE_ORDER", "Stat", "Table", "dice_table", "efficiency_table", "modules_table", "paired_table"]
+__all__ = ["SITE_ORDER", "Stat", "Table", "class_tables", "dice_table", "efficiency_table", "modules_table",
+           "paired_table"]
 
 SITE_ORDER = ("RUNMC", "BMC", "I2CVB", "UCL", "BIDMC", "HK")  # S1…S6 (DESIGN §4)
 METHOD_ORDER = ("none", "LM", "KM", "AA", "LM+KM", "LM+AA", "KM+AA", "LM+KM+AA")
@@ -227,6 +229,15 @@ def dice_table(rows: Sequence[dict[str, Any]], metric: str = "heldout_dice", key
             + ("; mean over sites = mean ± std of the site means." if len(sites) > 1 else "."))
     return Table(key, title + (SMOKE_TITLE if smoke else ""), header, body, "", digits, records=records,
                  note=note + (" " + SMOKE_NOTE if smoke else ""), marked=frozenset(marked))
+
+
+def class_tables(rows: Sequence[dict[str, Any]]) -> list[Table]:
+    """Tasks with more than 2 classes: one method × held-out site table of Dice per foreground class
+    (``heldout_dice_c<c>``; the headline table (a) is their mean). Binary studies: none."""
+    classes = [k for k in class_columns(rows) if k.startswith("heldout_dice_c")]
+    return [dice_table(rows, k, f"a{k.rsplit('_c', 1)[1]}_dice",
+                       f"(a{k.rsplit('_c', 1)[1]}) Held-out Dice of class {k.rsplit('_c', 1)[1]}, "
+                       "mean ± std over seeds") for k in classes]
 
 
 def modules_table(rows: Sequence[dict[str, Any]]) -> Table:
