@@ -9,7 +9,8 @@ from relkd_bench.config import augment_level, config_hash, load_config, teacher_
 
 
 def test_old_boolean_keeps_its_meaning():
-    on, off = load_config("quick", {"data.augment": True}), load_config("quick", ["data.augment=false"])
+    on = load_config("quick", {"data.augment": True, "teacher.augment": None})
+    off = load_config("quick", ["data.augment=false", "teacher.augment=null"])
     assert [augment_level(on, r) for r in ("teacher", "student")] == ["standard", "standard"]
     assert [augment_level(off, r) for r in ("teacher", "student")] == ["none", "none"]
 
@@ -43,14 +44,18 @@ def test_bad_values_are_named(override, message):
 
 
 def test_teacher_identity_follows_the_teacher_recipe():
-    base = load_config("quick")
-    same = [load_config("quick", o) for o in ({"teacher.augment": "standard"}, {"data.augment": "standard"},
-                                              {"data.augment": "bigaug", "teacher.augment": "standard"},
-                                              {"student.augment": "bigaug"})]
+    def quick(overrides: dict) -> object:  # the quick preset with the teacher on data.augment
+        return load_config("quick", {"teacher.augment": None, **overrides})
+
+    base = quick({})
+    same = [quick(o) for o in ({"teacher.augment": "standard"}, {"data.augment": "standard"},
+                               {"data.augment": "bigaug", "teacher.augment": "standard"},
+                               {"student.augment": "bigaug"})]
     assert all(teacher_hash(c) == teacher_hash(base) for c in same)
-    big = load_config("quick", {"teacher.augment": "bigaug"})
+    big = quick({"teacher.augment": "bigaug"})
     assert teacher_hash(big) != teacher_hash(base)
-    assert teacher_hash(big) == teacher_hash(load_config("quick", {"data.augment": "bigaug"}))
-    assert teacher_hash(load_config("quick", {"teacher.augment": "none"})) != teacher_hash(base)
+    assert teacher_hash(big) == teacher_hash(quick({"data.augment": "bigaug"}))
+    assert teacher_hash(big) == teacher_hash(load_config("quick"))  # the preset's teacher is BigAug's
+    assert teacher_hash(quick({"teacher.augment": "none"})) != teacher_hash(base)
     # the student's recipe is part of the student's run identity
     assert config_hash(same[3]) != config_hash(base)
