@@ -93,8 +93,8 @@ class DataConfig:
         split_seed: seed of the validation draw.
         augment: training augmentation of both roles unless ``teacher.augment`` / ``student.augment``
             say otherwise: ``none`` | ``standard`` | ``bigaug`` (:data:`AUGMENT_LEVELS`, see
-            :mod:`relkd_bench.data.augment`); ``true`` = ``standard`` and ``false`` = ``none`` (the meaning
-            of the on/off switch this key was before).
+            :mod:`relkd_bench.data.augment`); ``true`` = ``standard`` and ``false`` = ``none`` (so a config
+            that switches augmentation on or off keeps its meaning).
         cache_dir: preprocessed-volume cache; ``None`` → ``<parent of run.workdir>/cache``.
         num_classes: classes of the task, background included (the models' outputs); 2 = background and
             gland. MSD Task05 zones (imported with ``--keep-zones``): 3, with the default label map.
