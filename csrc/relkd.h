@@ -14,14 +14,48 @@ namespace relkd {
 
 using at::Tensor;
 
+// --- Argument checks (csrc/common/checks.cpp): the one home of every rule on the values the ops accept.
+// Every registered op, forward and backward, runs its op's check_*_args before any work: torch.ops.relkd.*
+// is public API, and the Python functions leave the values to these checks (they only turn Python-type
+// mistakes into a TypeError naming the argument, which the schema would report as a RuntimeError).
+
+// The accepted temperature range, for every op that takes one: outside it the float64 sums lose the loss
+// (their rounding grows like eps·τ²: measured 4e-11 relative at τ = 1e3, 3e-8 at 1e4, 1.5e-4 off at 1e6)
+// or the one-hot rows leave nothing to distill.
+constexpr double kMinTemperature = 1e-3;
+constexpr double kMaxTemperature = 1e3;
+// The most classes affinity_loss accepts: its saved statistics hold B·K·(Cs + Ct)² numbers.
+constexpr int64_t kMaxClasses = 4096;
+
+// Checks shared by every op: 4-D non-empty floating tensors of one dtype on one device, equal batch size.
+void check_feature_pair(const char* op, const Tensor& a, const Tensor& b, const char* name_a,
+                        const char* name_b);
+// The dtypes the CPU kernels support: float32 and float64.
+void check_cpu_dtype(const char* op, const Tensor& t);
+
+void check_gram_args(const Tensor& fs, const Tensor& ft);
+void check_gram_backward_args(const Tensor& grad, const Tensor& fs, const Tensor& ft, const Tensor& diff);
+// Forward and backward; `labels` values (non-negative, < num_classes) are read on the host: one reduction.
+void check_affinity_args(const Tensor& fs, const Tensor& ft, const std::optional<Tensor>& labels,
+                         int64_t num_classes, double intra_weight, double inter_weight, double eps);
+void check_affinity_backward_args(const Tensor& grad, const Tensor& fs, const Tensor& ft,
+                                  const std::optional<Tensor>& labels, const Tensor& s1, const Tensor& s2,
+                                  const Tensor& s3, const Tensor& counts, double intra_weight,
+                                  double inter_weight, double eps);
+void check_kd_args(const Tensor& zs, const Tensor& zt, double temperature);
+void check_kd_backward_args(const Tensor& grad, const Tensor& zs, const Tensor& zt, double temperature);
+void check_relation_kl_args(const Tensor& fs, const Tensor& ft, double temperature, double eps);
+void check_relation_kl_backward_args(const Tensor& grad, const Tensor& fs, const Tensor& ft, const Tensor& stats,
+                                     double temperature, double eps);
+
+// The dtype of affinity_loss's saved statistics s1, s2, s3: the work dtype of its sum/diff form (Cs = Ct:
+// float64 for float64 input, float32 otherwise) or float64 for the dual form (Cs ≠ Ct).
+at::ScalarType affinity_work_dtype(const Tensor& fs, const Tensor& ft);
+
 // Raises ValueError naming the op and the first non-finite input when `value` is not finite.
 // Costs one reduction of the (already computed) result; the inputs are only scanned on failure.
 void check_finite_result(const char* op, const Tensor& value,
                          std::initializer_list<std::pair<const char*, Tensor>> inputs);
-
-// Checks shared by every op: 4-D floating tensors of one dtype on one device, equal batch size.
-void check_feature_pair(const char* op, const Tensor& a, const Tensor& b, const char* name_a,
-                        const char* name_b);
 
 // The value of environment variable `name`: one of `choices`, the first when unset or empty; any other value
 // is a ValueError naming the op and the variable. Read on every call, so a test can switch it.
@@ -62,9 +96,6 @@ std::tuple<Tensor, Tensor> affinity_loss_backward(
     const AffinityKernels& k, const Tensor& grad, const Tensor& fs, const Tensor& ft,
     const std::optional<Tensor>& labels, const Tensor& s1, const Tensor& s2, const Tensor& s3,
     const Tensor& counts, double intra_weight, double inter_weight, double eps);
-
-// --- kd_logits_loss: validation shared by the CPU and CUDA kernels --------------------------------
-void check_kd_inputs(const Tensor& zs, const Tensor& zt, double temperature);
 
 // --- relation_kl_loss ----------------------------------------------------------------------------
 // Per sample, unit pixel vectors as rows (x̂ [N, C]) and s_ij = ⟨x̂_i, x̂_j⟩ / τ. Row i's sums use a fixed
@@ -107,6 +138,5 @@ std::tuple<Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const
 std::tuple<Tensor, Tensor> relation_kl_backward(const RelationKLKernels& k, const Tensor& grad, const Tensor& fs,
                                                 const Tensor& ft, const Tensor& stats, double temperature,
                                                 double eps);
-void check_relation_kl_inputs(const Tensor& fs, const Tensor& ft, double temperature, double eps);
 
 }  // namespace relkd

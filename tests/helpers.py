@@ -78,3 +78,18 @@ def assert_cuda_matches_float64(native_fn, reference_fn, floats: tuple, dtype: t
     assert rel_err(loss.cpu(), loss64) < tol
     for a, e in zip(g, g64):
         assert a.dtype == dtype and rel_err(a.cpu(), e) < 10 * tol
+
+
+def softmax_kl_mp(rows_t: list[list], rows_s: list[list], dps: int = 50):
+    """Σ_rows KL(softmax(t) ‖ softmax(s)) in mpmath at ``dps`` digits (logits given as Python floats or
+    mpf): the exact value the extreme-temperature tests compare with."""
+    import mpmath as mp
+
+    with mp.workdps(dps):
+        total = mp.mpf(0)
+        for t, s in zip(rows_t, rows_s):
+            lt = mp.log(mp.fsum(mp.e ** mp.mpf(x) for x in t))
+            ls = mp.log(mp.fsum(mp.e ** mp.mpf(x) for x in s))
+            terms = ((mp.mpf(a) - lt, mp.mpf(b) - ls) for a, b in zip(t, s))
+            total += mp.fsum(mp.e**log_pt * (log_pt - log_ps) for log_pt, log_ps in terms)
+        return total

@@ -212,6 +212,33 @@ def test_non_finite_input(value, which):
     assert not torch.isfinite(non_finite_result(affinity_loss, "affinity_loss", inputs, which))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("labeled", [False, True])
+@pytest.mark.parametrize("ct", [4, 6])
+def test_all_zero_map_gets_the_exact_zero_gradient(dtype, labeled, ct):
+    """An all-zero student map has X̂s = 0, so the definition's gradient for it is exactly 0 (every term
+    carries X̂s); the sum/diff form left a rounding residue that the 1/eps chain rule made −931."""
+    fs, ft = features(2, 4, ct, 5, 5, dtype=dtype)
+    fs[0] = 0
+    labels = torch.randint(0, 3, (2, 5, 5)) if labeled else None
+    _, (gs, gt) = grads(affinity_loss, fs, ft, labels)
+    _, (ref_gs, ref_gt) = grads(affinity_loss_reference, fs.double(), ft.double(), labels)
+    assert float(gs[0].abs().max()) == 0.0 == float(ref_gs[0].abs().max())
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    assert rel_err(gt, ref_gt) < tol and rel_err(gs[1], ref_gs[1]) < tol
+
+
+def test_loss_is_never_negative():
+    """Sums of squares: one-pixel maps (where the Gram identity used to leave −1e-8) and identical inputs."""
+    g = torch.Generator().manual_seed(0)
+    for shape_s, shape_t in [((1, 3, 1, 1), (1, 5, 1, 1)), ((2, 4, 3, 3), (2, 4, 3, 3))]:
+        for _ in range(20):
+            fs = torch.randn(shape_s, generator=g)
+            ft = fs.clone() if shape_s == shape_t else torch.randn(shape_t, generator=g)
+            assert float(affinity_loss(fs, ft)) >= 0
+            assert float(affinity_loss(fs, ft, torch.zeros(shape_s[0], *shape_s[2:], dtype=torch.long))) >= 0
+
+
 def test_raw_op_rejects_bad_labels_without_crashing():
     fs, ft = features(2, 3, 3, 3, 3)
     with pytest.raises(ValueError, match="labels must be < num_classes"):

@@ -9,6 +9,7 @@ from helpers import (
     near_pair,
     non_finite_result,
     rel_err,
+    softmax_kl_mp,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -121,6 +122,23 @@ def test_float32_extreme_logits():
     assert float((gt.double() - ref_gt).abs().max()) < 1e-30  # the teacher is one-hot: its gradient is 0
 
 
+@pytest.mark.parametrize("temperature", [1e-3, 1e3])
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 1e-6)])
+def test_ends_of_the_temperature_range_against_50_digits(temperature, dtype, rtol):
+    """At both ends of the accepted range [1e-3, 1e3] the loss matches the definition in 50-digit arithmetic
+    (at τ = 1e30 float32 used to give 0 against an exact 0.61; such temperatures are now refused)."""
+    zs, zt = (x.to(dtype) for x in logits(1, 3, 3, 3))
+    rows = [(z[0].flatten(1).T.double() / temperature).tolist() for z in (zt, zs)]
+    exact = float(temperature**2 * softmax_kl_mp(*rows) / 9)
+    assert abs(float(kd_logits_loss(zs, zt, temperature)) - exact) <= rtol * exact
+
+
+def test_loss_is_never_negative():
+    for dtype in (torch.float32, torch.float64):
+        zs = logits(2, 5, 3, 3, dtype=dtype)[0]
+        assert float(kd_logits_loss(zs, zs.clone(), 2.0)) >= 0
+
+
 def test_torch_compile_fullgraph():
     zs, zt = logits(2, 3, 5, 5, dtype=torch.float32)
     compiled = torch.compile(lambda a, b: kd_logits_loss(a, b, 2.0), fullgraph=True, backend="aot_eager")
@@ -134,7 +152,10 @@ BAD_INPUTS = [
     (lambda zs, zt: kd_logits_loss(zs, zt[..., :2]), ValueError, "same shape"),
     (lambda zs, zt: kd_logits_loss(zs.long(), zt.long()), TypeError, "floating-point"),
     (lambda zs, zt: kd_logits_loss(zs, zt.double()), TypeError, "same dtype"),
-    (lambda zs, zt: kd_logits_loss(zs, zt, 0.0), ValueError, "temperature must be positive"),
+    (lambda zs, zt: kd_logits_loss(zs, zt, 0.0), ValueError, "temperature must be in [0.001, 1000], got 0"),
+    (lambda zs, zt: kd_logits_loss(zs, zt, float("inf")), ValueError, "temperature must be in [0.001, 1000]"),
+    (lambda zs, zt: kd_logits_loss(zs, zt, None), TypeError, "temperature must be a real number"),
+    (lambda zs, zt: kd_logits_loss(zs, zt, True), TypeError, "temperature must be a real number, got bool"),
     (lambda zs, zt: kd_logits_loss(zs.bfloat16(), zt.bfloat16()), TypeError, "float32 and float64"),
 ]
 

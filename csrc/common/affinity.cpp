@@ -21,21 +21,6 @@ namespace {
 
 Tensor flat(const Tensor& f) { return f.reshape({f.size(0), f.size(1), f.size(2) * f.size(3)}); }
 
-void check_labels(const Tensor& fs, const Tensor& labels, int64_t K) {
-  TORCH_CHECK_TYPE(labels.scalar_type() == at::kLong, "affinity_loss: labels must be int64 class indices, got ",
-                   labels.scalar_type());
-  TORCH_CHECK_VALUE(labels.device() == fs.device(), "affinity_loss: labels must be on ", fs.device(),
-                    ", got ", labels.device());
-  TORCH_CHECK_VALUE(labels.dim() == 3 && labels.size(0) == fs.size(0) && labels.size(1) == fs.size(2) &&
-                        labels.size(2) == fs.size(3),
-                    "affinity_loss: labels must have shape [B, H, W] = [", fs.size(0), ", ", fs.size(2), ", ",
-                    fs.size(3), "], got ", labels.sizes());
-  const auto [lo, hi] = at::aminmax(labels);
-  const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
-  TORCH_CHECK_VALUE(min >= 0, "affinity_loss: labels must be non-negative, found ", min);
-  TORCH_CHECK_VALUE(max < K, "affinity_loss: labels must be < num_classes = ", K, ", found ", max);
-}
-
 // Which pixels form each (sample, class) block, and how to fetch a chunk of them.
 class Blocks {
  public:
@@ -57,7 +42,7 @@ class Blocks {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t j = 0; j < Kc; ++j) offsets_[b * (Kc + 1) + j + 1] = offsets_[b * (Kc + 1) + j] + c[b * Kc + j];
     chunk_ = std::max<int64_t>(256, k.chunk_elements / (fs.size(1) + ft.size(1)));
-    work_dtype_ = sum_diff_ ? acc_type(fs) : at::kDouble;
+    work_dtype_ = affinity_work_dtype(fs, ft);
   }
 
   bool sum_diff() const { return sum_diff_; }
@@ -144,12 +129,15 @@ std::pair<Tensor, Tensor> pair_weights(const Tensor& counts, int64_t N, bool lab
   return {safe_inv(n2, w_intra), safe_inv(inter, w_inter)};
 }
 
-void check_shapes(const Tensor& fs, const Tensor& ft, double eps) {
-  check_feature_pair("affinity_loss", fs, ft, "fs", "ft");
-  TORCH_CHECK_VALUE(fs.size(2) == ft.size(2) && fs.size(3) == ft.size(3),
-                    "affinity_loss: spatial sizes differ (fs is ", fs.size(2), "x", fs.size(3), ", ft is ",
-                    ft.size(2), "x", ft.size(3), "); resize one of them first");
-  TORCH_CHECK_VALUE(eps > 0, "affinity_loss: eps must be positive, got ", eps);
+// A map whose pixel vectors are all exactly zero has X̂ = 0, and every term of ∂loss/∂X̂ of that map carries
+// X̂ (dual form: 4(X̂X̂ᵀ)X̂ − 4(X̂Ŷᵀ)Ŷ, per class block too), so the definition's gradient is exactly 0 there.
+// The sum/diff form reaches that 0 only up to rounding, which the chain rule's 1/eps turns into values like
+// −931; such samples get their exact 0. (Maps with some nonzero pixel keep the formula: their zero pixels'
+// gradients are the definition's g/eps.)
+Tensor zero_for_zero_maps(const Tensor& f, const Tensor& g) {
+  const int64_t B = f.size(0);
+  const Tensor nonzero = f.reshape({B, -1}).ne(0).any(1).view({B, 1, 1});
+  return at::where(nonzero, g, at::zeros({}, g.options()));
 }
 
 }  // namespace
@@ -157,10 +145,7 @@ void check_shapes(const Tensor& fs, const Tensor& ft, double eps) {
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> affinity_loss_forward(
     const AffinityKernels& k, const Tensor& fs, const Tensor& ft, const std::optional<Tensor>& labels,
     int64_t num_classes, double intra_weight, double inter_weight, double eps, bool check_finite) {
-  check_shapes(fs, ft, eps);
   const int64_t K = labels.has_value() ? num_classes : 1;
-  TORCH_CHECK_VALUE(K >= 1, "affinity_loss: num_classes must be >= 1, got ", num_classes);
-  if (labels.has_value()) check_labels(fs, *labels, K);
 
   const Blocks blocks(k, fs, ft, labels, K, eps);
   const int64_t B = fs.size(0), Ca = fs.size(1), Cb = ft.size(1), N = fs.size(2) * fs.size(3);
@@ -176,7 +161,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> affinity_loss_forward(
   const Tensor total = block_norm2(s1.sum(1), s2.sum(1), s3.sum(1), sd);  // [B]
   const Tensor intra = block_norm2(s1, s2, s3, sd).sum(1);                 // [B]
   const auto [wa, wc] = pair_weights(blocks.counts(), N, labels.has_value(), intra_weight, inter_weight);
-  const Tensor loss = (wa * intra + wc * (total - intra)).mean().to(fs.scalar_type());
+  // Both pair sums are sums of squares; the Gram identities can leave them a rounding below 0 (−1e-8 on
+  // one-pixel maps), so each is clamped at 0. The backward is the unclamped formula's.
+  const Tensor inter = (total - intra).clamp_min(0.0);
+  const Tensor loss = (wa * intra.clamp_min(0.0) + wc * inter).mean().to(fs.scalar_type());
   if (check_finite) check_finite_result("affinity_loss", loss, {{"fs", fs}, {"ft", ft}});
   return {loss, s1, s2, s3, blocks.counts()};
 }
@@ -185,7 +173,6 @@ std::tuple<Tensor, Tensor> affinity_loss_backward(
     const AffinityKernels& k, const Tensor& grad, const Tensor& fs, const Tensor& ft,
     const std::optional<Tensor>& labels, const Tensor& s1, const Tensor& s2, const Tensor& s3,
     const Tensor& counts, double intra_weight, double inter_weight, double eps) {
-  check_shapes(fs, ft, eps);
   const int64_t B = fs.size(0), K = counts.size(1), N = fs.size(2) * fs.size(3);
   const Blocks blocks(k, fs, ft, labels, K, eps);
   const auto [wa, wc] = pair_weights(blocks.counts(), N, labels.has_value(), intra_weight, inter_weight);
@@ -217,7 +204,7 @@ std::tuple<Tensor, Tensor> affinity_loss_backward(
     Blocks::scatter(gxs, b, c, os[0]);
     Blocks::scatter(gxt, b, c, ot[0]);
   });
-  return {gxs.view(fs.sizes()), gxt.view(ft.sizes())};
+  return {zero_for_zero_maps(fs, gxs).view(fs.sizes()), zero_for_zero_maps(ft, gxt).view(ft.sizes())};
 }
 
 }  // namespace relkd

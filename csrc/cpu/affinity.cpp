@@ -131,18 +131,13 @@ void normalize_backward_cpu(const Tensor& xs, const Tensor& xt, const Tensor& ga
 constexpr AffinityKernels kCpuKernels{&normalize_cpu, &normalize_backward_cpu, /*chunk_elements=*/1 << 17,
                                         /*parallel_samples=*/true};
 
-void check_cpu(const Tensor& fs) {
-  TORCH_CHECK_TYPE(fs.scalar_type() == at::kFloat || fs.scalar_type() == at::kDouble,
-                   "affinity_loss: the CPU kernel supports float32 and float64, got ", fs.scalar_type());
-}
-
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_cpu(const Tensor& fs, const Tensor& ft,
                                                                const std::optional<Tensor>& labels,
                                                                int64_t num_classes, double intra_weight,
                                                                double inter_weight, double eps,
                                                                bool check_finite) {
-  check_feature_pair("affinity_loss", fs, ft, "fs", "ft");
-  check_cpu(fs);
+  check_affinity_args(fs, ft, labels, num_classes, intra_weight, inter_weight, eps);
+  check_cpu_dtype("affinity_loss", fs);
   return affinity_loss_forward(kCpuKernels, fs, ft, labels, num_classes, intra_weight, inter_weight, eps,
                                check_finite);
 }
@@ -151,7 +146,8 @@ std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& fs, co
                                         const std::optional<Tensor>& labels, const Tensor& s1,
                                         const Tensor& s2, const Tensor& s3, const Tensor& counts,
                                         double intra_weight, double inter_weight, double eps) {
-  check_cpu(fs);
+  check_affinity_backward_args(grad, fs, ft, labels, s1, s2, s3, counts, intra_weight, inter_weight, eps);
+  check_cpu_dtype("affinity_loss_backward", fs);
   return affinity_loss_backward(kCpuKernels, grad, fs, ft, labels, s1, s2, s3, counts, intra_weight,
                                 inter_weight, eps);
 }

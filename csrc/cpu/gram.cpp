@@ -4,22 +4,23 @@
 namespace relkd {
 namespace {
 
-void check_cpu(const Tensor& fs) {
-  TORCH_CHECK_TYPE(fs.scalar_type() == at::kFloat || fs.scalar_type() == at::kDouble,
-                   "gram_loss: the CPU kernel supports float32 and float64, got ", fs.scalar_type());
+std::tuple<Tensor, Tensor> forward_cpu(const Tensor& fs, const Tensor& ft, bool check_finite) {
+  check_gram_args(fs, ft);
+  check_cpu_dtype("gram_loss", fs);
+  return gram_loss_forward(fs, ft, check_finite);
 }
 
-std::tuple<Tensor, Tensor> forward_cpu(const Tensor& fs, const Tensor& ft, bool check_finite) {
-  check_feature_pair("gram_loss", fs, ft, "fs", "ft");
-  check_cpu(fs);
-  return gram_loss_forward(fs, ft, check_finite);
+std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& fs, const Tensor& ft, const Tensor& diff) {
+  check_gram_backward_args(grad, fs, ft, diff);
+  check_cpu_dtype("gram_loss_backward", fs);
+  return gram_loss_backward(grad, fs, ft, diff);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(relkd, CPU, m) {
   m.impl("gram_loss", &forward_cpu);
-  m.impl("gram_loss_backward", &gram_loss_backward);
+  m.impl("gram_loss_backward", &backward_cpu);
 }
 
 }  // namespace relkd

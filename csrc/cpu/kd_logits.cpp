@@ -91,6 +91,7 @@ Tensor forward_impl(const Tensor& zs, const Tensor& zt, double temperature) {
   });
   double total = 0.0;
   for (double v : partial) total += v;
+  total = std::max(total, 0.0);  // a KL divergence: ≥ 0 up to rounding, clamped (NaN passes through)
   return at::scalar_tensor(total * temperature * temperature / static_cast<double>(B * N),
                            zs.options().dtype(at::kDouble))
       .to(zs.scalar_type());
@@ -112,14 +113,9 @@ std::tuple<Tensor, Tensor> backward_impl(const Tensor& grad, const Tensor& zs, c
   return {gs, gt};
 }
 
-void check_cpu(const Tensor& zs) {
-  TORCH_CHECK_TYPE(zs.scalar_type() == at::kFloat || zs.scalar_type() == at::kDouble,
-                   "kd_logits_loss: the CPU kernel supports float32 and float64, got ", zs.scalar_type());
-}
-
 Tensor forward_cpu(const Tensor& zs_in, const Tensor& zt_in, double temperature, bool check_finite) {
-  check_kd_inputs(zs_in, zt_in, temperature);
-  check_cpu(zs_in);
+  check_kd_args(zs_in, zt_in, temperature);
+  check_cpu_dtype("kd_logits_loss", zs_in);
   const Tensor zs = zs_in.contiguous(), zt = zt_in.contiguous();
   Tensor loss;
   AT_DISPATCH_FLOATING_TYPES(zs.scalar_type(), "kd_logits_loss", [&] {
@@ -131,7 +127,8 @@ Tensor forward_cpu(const Tensor& zs_in, const Tensor& zt_in, double temperature,
 
 std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& zs_in, const Tensor& zt_in,
                                         double temperature) {
-  check_cpu(zs_in);
+  check_kd_backward_args(grad, zs_in, zt_in, temperature);
+  check_cpu_dtype("kd_logits_loss_backward", zs_in);
   const Tensor zs = zs_in.contiguous(), zt = zt_in.contiguous();
   std::tuple<Tensor, Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(zs.scalar_type(), "kd_logits_loss_backward", [&] {

@@ -200,21 +200,17 @@ const RelationKLKernels& cpu_kernels() {
   return aten ? kCpuKernelsAten : kCpuKernels;
 }
 
-void check_cpu(const Tensor& fs) {
-  TORCH_CHECK_TYPE(fs.scalar_type() == at::kFloat || fs.scalar_type() == at::kDouble,
-                   "relation_kl_loss: the CPU kernel supports float32 and float64, got ", fs.scalar_type());
-}
-
 std::tuple<Tensor, Tensor> forward_cpu(const Tensor& fs, const Tensor& ft, double temperature, double eps,
                                        bool check_finite) {
-  check_relation_kl_inputs(fs, ft, temperature, eps);
-  check_cpu(fs);
+  check_relation_kl_args(fs, ft, temperature, eps);
+  check_cpu_dtype("relation_kl_loss", fs);
   return relation_kl_forward(cpu_kernels(), fs, ft, temperature, eps, check_finite);
 }
 
 std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& fs, const Tensor& ft, const Tensor& stats,
                                         double temperature, double eps) {
-  check_cpu(fs);
+  check_relation_kl_backward_args(grad, fs, ft, stats, temperature, eps);
+  check_cpu_dtype("relation_kl_loss_backward", fs);
   return relation_kl_backward(cpu_kernels(), grad, fs, ft, stats, temperature, eps);
 }
 

@@ -55,7 +55,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_cuda(const Tensor& fs
                                                                 int64_t num_classes, double intra_weight,
                                                                 double inter_weight, double eps,
                                                                 bool check_finite) {
-  check_feature_pair("affinity_loss", fs, ft, "fs", "ft");
+  check_affinity_args(fs, ft, labels, num_classes, intra_weight, inter_weight, eps);
   check_cuda_dtype("affinity_loss", fs);
   const c10::cuda::CUDAGuard guard(fs.device());
   return affinity_loss_forward(kCudaKernels, fs, ft, labels, num_classes, intra_weight, inter_weight, eps,
@@ -66,6 +66,8 @@ std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& fs, c
                                          const std::optional<Tensor>& labels, const Tensor& s1,
                                          const Tensor& s2, const Tensor& s3, const Tensor& counts,
                                          double intra_weight, double inter_weight, double eps) {
+  check_affinity_backward_args(grad, fs, ft, labels, s1, s2, s3, counts, intra_weight, inter_weight, eps);
+  check_cuda_dtype("affinity_loss_backward", fs);
   const c10::cuda::CUDAGuard guard(fs.device());
   return affinity_loss_backward(kCudaKernels, grad, fs, ft, labels, s1, s2, s3, counts, intra_weight,
                                 inter_weight, eps);

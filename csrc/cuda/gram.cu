@@ -7,7 +7,7 @@ namespace relkd {
 namespace {
 
 std::tuple<Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft, bool check_finite) {
-  check_feature_pair("gram_loss", fs, ft, "fs", "ft");
+  check_gram_args(fs, ft);
   check_cuda_dtype("gram_loss", fs);
   const c10::cuda::CUDAGuard guard(fs.device());
   return gram_loss_forward(fs, ft, check_finite);
@@ -15,6 +15,8 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft, bool
 
 std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& fs, const Tensor& ft,
                                          const Tensor& diff) {
+  check_gram_backward_args(grad, fs, ft, diff);
+  check_cuda_dtype("gram_loss_backward", fs);
   const c10::cuda::CUDAGuard guard(fs.device());
   return gram_loss_backward(grad, fs, ft, diff);
 }

@@ -11,7 +11,7 @@ namespace relkd {
 namespace {
 
 Tensor forward_cuda(const Tensor& zs_in, const Tensor& zt_in, double temperature, bool check_finite) {
-  check_kd_inputs(zs_in, zt_in, temperature);
+  check_kd_args(zs_in, zt_in, temperature);
   check_cuda_dtype("kd_logits_loss", zs_in);
   const c10::cuda::CUDAGuard guard(zs_in.device());
   const Tensor zs = zs_in.contiguous(), zt = zt_in.contiguous();
@@ -23,13 +23,17 @@ Tensor forward_cuda(const Tensor& zs_in, const Tensor& zt_in, double temperature
         zs.data_ptr<scalar_t>(), zt.data_ptr<scalar_t>(), B, K, N, 1.0 / temperature, kl.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  const Tensor loss = kl.sum().mul_(temperature * temperature / static_cast<double>(B * N)).to(zs.scalar_type());
+  // A KL divergence: ≥ 0 up to rounding, clamped at 0 (NaN passes through to the finite check).
+  const Tensor loss =
+      kl.sum().clamp_min_(0.0).mul_(temperature * temperature / static_cast<double>(B * N)).to(zs.scalar_type());
   if (check_finite) check_finite_result("kd_logits_loss", loss, {{"zs", zs}, {"zt", zt}});
   return loss;
 }
 
 std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& zs_in, const Tensor& zt_in,
                                          double temperature) {
+  check_kd_backward_args(grad, zs_in, zt_in, temperature);
+  check_cuda_dtype("kd_logits_loss_backward", zs_in);
   const c10::cuda::CUDAGuard guard(zs_in.device());
   const Tensor zs = zs_in.contiguous(), zt = zt_in.contiguous();
   const int64_t B = zs.size(0), K = zs.size(1), N = zs.size(2) * zs.size(3);

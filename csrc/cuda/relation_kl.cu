@@ -96,7 +96,7 @@ const RelationKLKernels& cuda_kernels() {
 
 std::tuple<Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft, double temperature, double eps,
                                         bool check_finite) {
-  check_relation_kl_inputs(fs, ft, temperature, eps);
+  check_relation_kl_args(fs, ft, temperature, eps);
   check_cuda_dtype("relation_kl_loss", fs);
   const c10::cuda::CUDAGuard guard(fs.device());
   return relation_kl_forward(cuda_kernels(), fs, ft, temperature, eps, check_finite);
@@ -104,6 +104,8 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft, doub
 
 std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& fs, const Tensor& ft,
                                          const Tensor& stats, double temperature, double eps) {
+  check_relation_kl_backward_args(grad, fs, ft, stats, temperature, eps);
+  check_cuda_dtype("relation_kl_loss_backward", fs);
   const c10::cuda::CUDAGuard guard(fs.device());
   return relation_kl_backward(cuda_kernels(), grad, fs, ft, stats, temperature, eps);
 }

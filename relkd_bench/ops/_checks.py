@@ -1,33 +1,63 @@
-"""Input checks shared by the ops (metadata only, so they cost nothing and trace under torch.compile)."""
+"""The Python side of the ops' argument checks: only what the registered ops cannot see.
+
+Every rule on values (shapes, dtypes, devices, saved statistics, the ranges of temperature, eps, weights and
+num_classes) has its one home in csrc/common/checks.cpp and runs inside every registered op, forward and
+backward, so ``relkd_bench.ops.*`` and ``torch.ops.relkd.*`` raise the same errors. What stays here:
+
+* Python types. The op schema rejects a ``None`` or a string with a generic RuntimeError and silently takes
+  ``True`` as 1.0; the public functions raise a TypeError naming the argument instead (bools are refused
+  wherever a number is expected).
+* ints the schema cannot carry (outside int64), and ``pool``, which never reaches an op.
+
+The reference backend (the pure-PyTorch definitions, used when the extension is not built) gets the same
+type checks; it leaves the values to PyTorch.
+"""
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
+_INT64 = (-(2**63), 2**63 - 1)
 
-def check_features(op: str, a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
-    """Both 4-D [B, C, H, W], floating point, one dtype, one device, one batch size."""
-    for name, t in zip(names, (a, b)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{op}: {name} must be 4-D [B, C, H, W], got shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
-        if t.numel() == 0:
-            raise ValueError(f"{op}: {name} is empty (shape {tuple(t.shape)})")
-    if a.dtype != b.dtype:
-        raise TypeError(
-            f"{op}: {names[0]} and {names[1]} must have the same dtype, got {a.dtype} and {b.dtype}"
-        )
-    if a.device != b.device:
-        raise ValueError(
-            f"{op}: {names[0]} and {names[1]} must be on the same device, got {a.device} and {b.device}"
-        )
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"{op}: batch sizes differ ({names[0]} has {a.shape[0]}, {names[1]} has {b.shape[0]})"
-        )
+
+_REALS = (numbers.Real, torch.SymInt, torch.SymFloat)
+_INTS = (numbers.Integral, torch.SymInt)
+
+
+def _is_number(value: object, kinds: tuple[type, ...]) -> bool:
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def check_tensor(op: str, name: str, value: object) -> None:
+    """TypeError naming ``name`` unless value is a tensor."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def as_float(op: str, name: str, value: object) -> float:
+    """value as a Python float; a TypeError naming ``name`` for non-numbers (None, str, bool, tensors)."""
+    if not _is_number(value, _REALS):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__}")
+    if isinstance(value, torch.SymFloat):
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{op}: {name} is too large for a float, got {value}") from None
+
+
+def as_int(op: str, name: str, value: object) -> int:
+    """value as an int64-sized int; a TypeError naming ``name`` for non-integers (floats, bools, None)."""
+    if not _is_number(value, _INTS):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
+    if isinstance(value, torch.SymInt):
+        return value
+    value = int(value)
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise ValueError(f"{op}: {name} must fit in int64, got {value}")
+    return value
 
 
 def raise_if_not_finite(op: str, loss: torch.Tensor, **inputs: torch.Tensor) -> None:
@@ -40,3 +70,17 @@ def raise_if_not_finite(op: str, loss: torch.Tensor, **inputs: torch.Tensor) -> 
                 f"{op}: {name} contains NaN or Inf values (pass check_finite=False to skip this check)"
             )
     raise ValueError(f"{op}: the inputs are finite but the loss overflowed in {loss.dtype}")
+
+
+def dim_size(t: torch.Tensor, dim: int) -> int:
+    """t.shape[dim], or 1 when t has no such dim: the fake registrations describe the outputs of any input
+    without judging it (the op itself rejects a malformed one when it runs, also under torch.compile)."""
+    return t.shape[dim] if dim < t.dim() else 1
+
+
+def fake_one_device(op: str, *args: object) -> None:
+    """The fake registrations also serve the Meta dispatch key, which a call mixing meta tensors with real
+    ones reaches instead of a kernel: such a call is refused here, as the kernels refuse mixed devices."""
+    devices = sorted({str(a.device) for a in args if isinstance(a, torch.Tensor)})
+    if len(devices) > 1:
+        raise ValueError(f"{op}: all tensor arguments must be on the same device, got {', '.join(devices)}")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import use_native
-from ._checks import check_features, raise_if_not_finite
+from ._checks import as_float, as_int, check_tensor, dim_size, fake_one_device, raise_if_not_finite
 
 OP = "affinity_loss"
 
@@ -55,22 +55,16 @@ def affinity_loss_dual(fs: torch.Tensor, ft: torch.Tensor, eps: float = 1e-12) -
     return (gram(xs, xs) - 2 * gram(xs, xt) + gram(xt, xt)) / (xs.shape[0] * n * n)
 
 
-def _check_labels(fs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"{OP}: labels must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise TypeError(f"{OP}: labels must be an integer tensor of class indices, got {labels.dtype}")
-    expected = (fs.shape[0], fs.shape[2], fs.shape[3])
-    if tuple(labels.shape) != expected:
-        raise ValueError(
-            f"{OP}: labels must have shape [B, H, W] = {list(expected)}, got {list(labels.shape)}"
-        )
-    if labels.device != fs.device:
-        raise ValueError(f"{OP}: labels must be on {fs.device}, got {labels.device}")
-    return labels.long()
+def _as_class_indices(labels: object) -> torch.Tensor:
+    """Integer labels of any width as int64 (the op's dtype); other dtypes go to the op as given, which
+    rejects them."""
+    check_tensor(OP, "labels", labels)
+    integer = not (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool)
+    return labels.long() if integer else labels
 
 
 def _label_range(labels: torch.Tensor) -> tuple[int, int]:
+    """(min, max) of the labels; the reference backend's check that they are class indices."""
     low, high = (int(v) for v in torch.aminmax(labels))
     if low < 0:
         raise ValueError(f"{OP}: labels must be non-negative, found {low}")
@@ -96,35 +90,40 @@ def affinity_loss(
         labels: optional integer classes [B, H, W]; makes the loss class-aware (intra/inter pairs).
         intra_weight, inter_weight: weights of the intra- and inter-class pair means (labels only).
         eps: lower bound of a pixel vector's norm in the normalization (as in F.normalize).
-        num_classes: number of classes K (labels < K). Default ``labels.max() + 1``, which reads the
-            data; pass it explicitly under torch.compile.
+        num_classes: number of classes K (labels < K), in [1, 4096]. Default ``labels.max() + 1``, which
+            reads the data; pass it explicitly under torch.compile. Ignored without labels.
         check_finite: raise ValueError when an input holds NaN/Inf (one reduction of the result).
 
+    intra_weight, inter_weight must be finite and ≥ 0, eps finite and > 0.
+
     Returns:
-        Scalar loss, differentiable w.r.t. fs and ft.
+        Scalar loss ≥ 0 (each pair mean is a mean of squares; a rounding below 0 is clamped),
+        differentiable w.r.t. fs and ft. A sample whose map is all zero gets the definition's exact 0
+        gradient for that map.
+
+    Raises:
+        TypeError: an argument of the wrong Python type, or tensors of a wrong dtype.
+        ValueError: wrong shapes, devices or values (the op's own checks, csrc/common/checks.cpp).
     """
-    check_features(OP, fs, ft, ("fs", "ft"))
-    if fs.shape[2:] != ft.shape[2:]:
-        raise ValueError(
-            f"{OP}: spatial sizes differ (fs is {fs.shape[2]}x{fs.shape[3]}, "
-            f"ft is {ft.shape[2]}x{ft.shape[3]}); resize one of them first"
-        )
-    if eps <= 0:
-        raise ValueError(f"{OP}: eps must be positive, got {eps}")
+    check_tensor(OP, "fs", fs)
+    check_tensor(OP, "ft", ft)
+    intra_weight = as_float(OP, "intra_weight", intra_weight)
+    inter_weight = as_float(OP, "inter_weight", inter_weight)
+    eps = as_float(OP, "eps", eps)
+    k = 1
     if labels is not None:
-        labels = _check_labels(fs, labels)
-        if num_classes is None:
-            num_classes = _label_range(labels)[1] + 1
+        labels = _as_class_indices(labels)
+        if num_classes is not None:
+            k = as_int(OP, "num_classes", num_classes)
+        elif labels.dtype == torch.long and labels.numel() > 0:
+            k = as_int(OP, "num_classes", int(labels.max()) + 1)
     if use_native(OP, fs, ft):
-        k = num_classes if labels is not None else 1
-        out = torch.ops.relkd.affinity_loss(
-            fs, ft, labels, k, float(intra_weight), float(inter_weight), float(eps), check_finite
-        )
+        out = torch.ops.relkd.affinity_loss(fs, ft, labels, k, intra_weight, inter_weight, eps, check_finite)
         return out[0]
     if labels is not None:
         high = _label_range(labels)[1]
-        if high >= num_classes:
-            raise ValueError(f"{OP}: labels must be < num_classes = {num_classes}, found {high}")
+        if high >= k:
+            raise ValueError(f"{OP}: labels must be < num_classes = {k}, found {high}")
     loss = affinity_loss_reference(fs, ft, labels, intra_weight, inter_weight, eps)
     if check_finite:
         raise_if_not_finite(OP, loss, fs=fs, ft=ft)
@@ -134,8 +133,10 @@ def affinity_loss(
 def _register() -> None:
     @torch.library.register_fake("relkd::affinity_loss")
     def _(fs, ft, labels, num_classes, intra_weight, inter_weight, eps, check_finite):
-        b, cs, ct = fs.shape[0], fs.shape[1], ft.shape[1]
+        fake_one_device(OP, fs, ft, labels)
+        b, cs, ct = dim_size(fs, 0), dim_size(fs, 1), dim_size(ft, 1)
         k = num_classes if labels is not None else 1
+        # affinity_work_dtype (csrc/common/checks.cpp); opcheck compares this fake with the op's outputs.
         if cs == ct:
             work = torch.float64 if fs.dtype == torch.float64 else torch.float32
         else:
@@ -146,6 +147,7 @@ def _register() -> None:
 
     @torch.library.register_fake("relkd::affinity_loss_backward")
     def _(grad, fs, ft, labels, s1, s2, s3, counts, intra_weight, inter_weight, eps):
+        fake_one_device(OP + "_backward", grad, fs, ft, labels, s1, s2, s3, counts)
         return fs.new_empty(fs.shape), ft.new_empty(ft.shape)
 
     def setup_context(ctx, inputs, output):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ._backend import use_native
-from ._checks import check_features, raise_if_not_finite
+from ._checks import check_tensor, dim_size, fake_one_device, raise_if_not_finite
 
 OP = "gram_loss"
 
@@ -33,14 +33,14 @@ def gram_loss(fs: torch.Tensor, ft: torch.Tensor, *, check_finite: bool = True) 
         check_finite: raise ValueError when an input holds NaN/Inf (one reduction of the result).
 
     Returns:
-        Scalar loss, differentiable w.r.t. both inputs.
+        Scalar loss ≥ 0, differentiable w.r.t. both inputs.
+
+    Raises:
+        TypeError: a non-tensor input, or tensors of a wrong dtype.
+        ValueError: wrong shapes or devices (the op's own checks, csrc/common/checks.cpp).
     """
-    check_features(OP, fs, ft, ("fs", "ft"))
-    if fs.shape[1] != ft.shape[1]:
-        raise ValueError(
-            f"{OP}: channel counts differ (fs has {fs.shape[1]}, ft has {ft.shape[1]}); "
-            "put a 1x1 adapter in front (relkd_bench.losses does)"
-        )
+    check_tensor(OP, "fs", fs)
+    check_tensor(OP, "ft", ft)
     if use_native(OP, fs, ft):
         return torch.ops.relkd.gram_loss(fs, ft, check_finite)[0]
     loss = gram_loss_reference(fs, ft)
@@ -56,11 +56,13 @@ def _acc_dtype(t: torch.Tensor) -> torch.dtype:
 def _register() -> None:
     @torch.library.register_fake("relkd::gram_loss")
     def _(fs, ft, check_finite):
-        c = fs.shape[1]
-        return fs.new_empty(()), fs.new_empty((fs.shape[0], c, c), dtype=_acc_dtype(fs))
+        fake_one_device(OP, fs, ft)
+        b, c = dim_size(fs, 0), dim_size(fs, 1)
+        return fs.new_empty(()), fs.new_empty((b, c, c), dtype=_acc_dtype(fs))
 
     @torch.library.register_fake("relkd::gram_loss_backward")
     def _(grad, fs, ft, diff):
+        fake_one_device(OP + "_backward", grad, fs, ft, diff)
         return fs.new_empty(fs.shape), ft.new_empty(ft.shape)
 
     def setup_context(ctx, inputs, output):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import use_native
-from ._checks import check_features, raise_if_not_finite
+from ._checks import as_float, check_tensor, fake_one_device, raise_if_not_finite
 
 OP = "kd_logits_loss"
 
@@ -30,23 +30,23 @@ def kd_logits_loss(
 
     Args:
         zs: student logits [B, K, H, W].
-        zt: teacher logits [B, K, H, W].
-        temperature: softmax temperature T > 0; the loss carries the usual T² factor.
+        zt: teacher logits [B, K, H, W] (same shape, dtype and device).
+        temperature: softmax temperature T, in [1e-3, 1e3] (outside it the float64 sums lose the loss:
+            their rounding grows like eps·T²); the loss carries the usual T² factor.
         check_finite: raise ValueError when an input holds NaN/Inf (checked on the result).
 
     Returns:
-        Scalar loss, differentiable w.r.t. zs and zt.
+        Scalar loss ≥ 0 (a KL divergence; a rounding below 0 is clamped), differentiable w.r.t. zs and zt.
+
+    Raises:
+        TypeError: an argument of the wrong Python type, or tensors of a wrong dtype.
+        ValueError: wrong shapes, devices or values (the op's own checks, csrc/common/checks.cpp).
     """
-    check_features(OP, zs, zt, ("zs", "zt"))
-    if zs.shape != zt.shape:
-        raise ValueError(
-            f"{OP}: zs and zt must have the same shape [B, K, H, W] (class counts {zs.shape[1]} vs "
-            f"{zt.shape[1]}), got {list(zs.shape)} and {list(zt.shape)}"
-        )
-    if not temperature > 0:
-        raise ValueError(f"{OP}: temperature must be positive, got {temperature}")
+    check_tensor(OP, "zs", zs)
+    check_tensor(OP, "zt", zt)
+    temperature = as_float(OP, "temperature", temperature)
     if use_native(OP, zs, zt):
-        return torch.ops.relkd.kd_logits_loss(zs, zt, float(temperature), check_finite)
+        return torch.ops.relkd.kd_logits_loss(zs, zt, temperature, check_finite)
     loss = kd_logits_loss_reference(zs, zt, temperature)
     if check_finite:
         raise_if_not_finite(OP, loss, zs=zs, zt=zt)
@@ -56,10 +56,12 @@ def kd_logits_loss(
 def _register() -> None:
     @torch.library.register_fake("relkd::kd_logits_loss")
     def _(zs, zt, temperature, check_finite):
+        fake_one_device(OP, zs, zt)
         return zs.new_empty(())
 
     @torch.library.register_fake("relkd::kd_logits_loss_backward")
     def _(grad, zs, zt, temperature):
+        fake_one_device(OP + "_backward", grad, zs, zt)
         return zs.new_empty(zs.shape), zt.new_empty(zt.shape)
 
     def setup_context(ctx, inputs, output):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import use_native
-from ._checks import check_features, raise_if_not_finite
+from ._checks import as_float, as_int, check_tensor, dim_size, fake_one_device, raise_if_not_finite
 
 OP = "relation_kl_loss"
 
@@ -36,23 +36,22 @@ def relation_kl_loss_reference(
     return temperature**2 * kl.mean()
 
 
-def _check_args(fs: torch.Tensor, ft: torch.Tensor, temperature: float, pool: int, eps: float) -> None:
-    check_features(OP, fs, ft, ("fs", "ft"))
-    if fs.shape[2:] != ft.shape[2:]:
-        raise ValueError(
-            f"{OP}: spatial sizes differ (fs is {fs.shape[2]}x{fs.shape[3]}, "
-            f"ft is {ft.shape[2]}x{ft.shape[3]}); resize one of them first"
-        )
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"{OP}: temperature must be a number, got {type(temperature).__name__}")
-    if not 0 < temperature < float("inf"):
-        raise ValueError(f"{OP}: temperature must be positive and finite, got {temperature}")
-    if isinstance(pool, bool) or not isinstance(pool, int):
-        raise TypeError(f"{OP}: pool must be an int, got {type(pool).__name__}")
-    if pool < 1:
-        raise ValueError(f"{OP}: pool must be >= 1, got {pool}")
-    if not eps > 0:
-        raise ValueError(f"{OP}: eps must be positive, got {eps}")
+def _check_pool(fs: torch.Tensor, pool: object) -> int:
+    """pool is a Python-side argument (the pooling runs before the op): an int in [1, max(H, W)]."""
+    pool = as_int(OP, "pool", pool)
+    limit = max(fs.shape[2:]) if fs.dim() == 4 else None
+    if pool < 1 or (limit is not None and pool > limit):
+        bound = f"max(H, W) = {limit}" if limit is not None else "max(H, W)"
+        raise ValueError(f"{OP}: pool must be in [1, {bound}], got {pool}")
+    return pool
+
+
+def _poolable(fs: torch.Tensor, ft: torch.Tensor) -> bool:
+    """Whether pooling can run ahead of the op. Inputs it cannot pool, or whose spatial sizes differ, go to
+    the op unpooled, so that its checks report them as given."""
+    return all(t.dim() == 4 and t.is_floating_point() and t.numel() > 0 for t in (fs, ft)) and (
+        fs.shape[2:] == ft.shape[2:]
+    )
 
 
 def relation_kl_loss(
@@ -68,22 +67,31 @@ def relation_kl_loss(
 
     Args:
         fs: student features [B, Cs, H, W].
-        ft: teacher features [B, Ct, H, W] (same B, H, W; Cs may differ from Ct).
-        temperature: softmax temperature τ > 0 of the relations; the loss carries the usual τ² factor.
-        pool: average-pool both maps by this factor first (kernel = stride = pool, ceil_mode): the
-            pooled CIRKD/SKD baseline, for ablations. 1 = full resolution.
-        eps: lower bound of a pixel vector's norm in the normalization (as in F.normalize).
+        ft: teacher features [B, Ct, H, W] (same B, H, W, dtype and device; Cs may differ from Ct).
+        temperature: softmax temperature τ of the relations, in [1e-3, 1e3] (outside it the float64 row
+            sums lose the loss: their rounding grows like eps·τ², 1.5e-4 off at τ = 1e6); the loss
+            carries the usual τ² factor.
+        pool: average-pool both maps by this factor first (kernel = stride = pool, ceil_mode), an int in
+            [1, max(H, W)]: the pooled CIRKD/SKD baseline, for ablations. 1 = full resolution.
+        eps: lower bound (> 0) of a pixel vector's norm in the normalization (as in F.normalize).
         check_finite: raise ValueError when an input holds NaN/Inf (one reduction of the result).
 
     Returns:
-        Scalar loss, differentiable w.r.t. fs and ft.
+        Scalar loss ≥ 0 (a KL divergence; a rounding below 0 is clamped), differentiable w.r.t. fs and ft.
+
+    Raises:
+        TypeError: an argument of the wrong Python type, or tensors of a wrong dtype.
+        ValueError: wrong shapes, devices or values (the op's own checks, csrc/common/checks.cpp).
     """
-    _check_args(fs, ft, temperature, pool, eps)
+    check_tensor(OP, "fs", fs)
+    check_tensor(OP, "ft", ft)
+    temperature = as_float(OP, "temperature", temperature)
+    pool = _check_pool(fs, pool)
+    eps = as_float(OP, "eps", eps)
     if use_native(OP, fs, ft):
-        out = torch.ops.relkd.relation_kl_loss(
-            _pool(fs, pool), _pool(ft, pool), float(temperature), float(eps), check_finite
-        )
-        return out[0]
+        if pool > 1 and _poolable(fs, ft):
+            fs, ft = _pool(fs, pool), _pool(ft, pool)
+        return torch.ops.relkd.relation_kl_loss(fs, ft, temperature, eps, check_finite)[0]
     loss = relation_kl_loss_reference(fs, ft, temperature, pool, eps)
     if check_finite:
         raise_if_not_finite(OP, loss, fs=fs, ft=ft)
@@ -93,11 +101,13 @@ def relation_kl_loss(
 def _register() -> None:
     @torch.library.register_fake("relkd::relation_kl_loss")
     def _(fs, ft, temperature, eps, check_finite):
-        n = fs.shape[2] * fs.shape[3]
-        return fs.new_empty(()), fs.new_empty((fs.shape[0], 3, n), dtype=torch.float64)
+        fake_one_device(OP, fs, ft)
+        n = dim_size(fs, 2) * dim_size(fs, 3)
+        return fs.new_empty(()), fs.new_empty((dim_size(fs, 0), 3, n), dtype=torch.float64)
 
     @torch.library.register_fake("relkd::relation_kl_loss_backward")
     def _(grad, fs, ft, stats, temperature, eps):
+        fake_one_device(OP + "_backward", grad, fs, ft, stats)
         return fs.new_empty(fs.shape), ft.new_empty(ft.shape)
 
     def setup_context(ctx, inputs, output):
