@@ -9,17 +9,22 @@ Examples::
     python -m relkd_bench.train student --config my.yaml --teacher runs/quick/teacher-.../best.pt
 
 Prints a JSON summary on stdout (the teacher checkpoint, or the student's :class:`RunResult`).
+Everything a run needs (model names, data root and held-out site, distillation tap pairs, a given teacher
+checkpoint) is checked before any training: a problem is one ``error:`` line and exit code 2 (1 for an
+unreadable checkpoint), and a failed run leaves no empty run folder behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from relkd_bench.config import load_config
+from relkd_bench.config import ExperimentConfig, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,33 +44,92 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def preflight(cfg: ExperimentConfig, role: str, teacher_checkpoint: Path | None) -> None:
+    """Check what the run needs before any training: the models build (on the meta device, no memory), the
+    distillation's tap pairs exist on both models, the data root scans and holds the held-out site.
+
+    Raises:
+        ValueError (relkd_bench.data.DataError among them): the first problem found.
+        CheckpointError: ``teacher_checkpoint`` is unreadable.
+    """
+    import torch
+
+    from relkd_bench.data import scan_collection
+    from relkd_bench.data.splits import loso_split
+    from relkd_bench.engine.api import _build
+    from relkd_bench.engine.checkpoint import load_model
+    from relkd_bench.engine.data import data_root
+    from relkd_bench.losses import RelKDLoss
+
+    distill = role == "student" and cfg.distill.enabled
+    teacher = None
+    if distill and teacher_checkpoint is not None:
+        teacher, _ = load_model(teacher_checkpoint, torch.device("cpu"))
+    with torch.device("meta"):
+        if role == "teacher" or (distill and teacher is None):
+            teacher = _build(cfg, "teacher")
+        if role == "student":
+            student = _build(cfg, "student")
+            if distill:
+                objective = RelKDLoss(cfg.distill, student, teacher, cfg.student.name, cfg.data.num_classes)
+                for tap in objective.student_taps:
+                    student.feature_channels(tap)
+                for tap in objective.teacher_taps:
+                    teacher.feature_channels(tap)
+    cases, _ = scan_collection(data_root(cfg))
+    loso_split(cases, cfg.data.heldout, cfg.data.val_fraction, cfg.data.split_seed)
+
+
+@contextmanager
+def _no_empty_run_folders(workdir: Path) -> Iterator[None]:
+    """On failure, remove the run folders this call created that hold nothing but a lock file."""
+    before = set(workdir.iterdir()) if workdir.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        for folder in set(workdir.iterdir()) - before if workdir.is_dir() else ():
+            if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".lock"}:
+                shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _fail(exc: Exception, code: int) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     try:
         cfg = load_config(args.config, overrides)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc, 2)
+    from relkd_bench.data import DataError
     from relkd_bench.engine import CheckpointError, train_student, train_teacher
     from relkd_bench.engine.teacher_check import TeacherMismatchError
 
+    try:
+        preflight(cfg, args.role, args.teacher)
+    except CheckpointError as exc:
+        return _fail(exc, 1)
+    except ValueError as exc:  # unknown model, site or tap, missing or corrupt data
+        return _fail(exc, 2)
     progress = not args.no_progress
     try:
-        if args.role == "teacher":
-            path = train_teacher(cfg, args.workdir, progress=progress)
-            print(json.dumps({"teacher_checkpoint": str(path)}, indent=1))
-            return 0
-        teacher = args.teacher
-        if teacher is None and cfg.distill.enabled:
-            teacher = train_teacher(cfg, args.workdir, progress=progress)
-        result = train_student(cfg, teacher, args.workdir, progress=progress)
+        with _no_empty_run_folders(Path(args.workdir or cfg.run.workdir)):
+            if args.role == "teacher":
+                path = train_teacher(cfg, args.workdir, progress=progress)
+                print(json.dumps({"teacher_checkpoint": str(path)}, indent=1))
+                return 0
+            teacher = args.teacher
+            if teacher is None and cfg.distill.enabled:
+                teacher = train_teacher(cfg, args.workdir, progress=progress)
+            result = train_student(cfg, teacher, args.workdir, progress=progress)
     except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except TeacherMismatchError as exc:  # e.g. a teacher that saw the held-out site
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc, 1)
+    except (DataError, TeacherMismatchError) as exc:  # a file that turns out corrupt, a foreign teacher
+        return _fail(exc, 2)
     out = result.to_dict()
     out.pop("history", None)
     print(json.dumps(out, indent=1))

@@ -5,7 +5,10 @@
 - ``None`` → ``$RELKD_STORAGE`` if set, else a journal file ``runs/studies/<study>/journal.log``
   (several processes on one machine);
 - a path or ``journal:PATH`` → that journal file;
-- ``sqlite:///PATH`` → Optuna RDB storage on sqlite (one process is the intended use);
+- ``sqlite:///PATH`` → Optuna RDB storage on sqlite (one process is the intended use). As in SQLAlchemy,
+  three slashes take PATH relative to the working directory (``sqlite:///runs/s.db``) and four an absolute
+  one (``sqlite:////tmp/s.db``); a relative PATH whose folder does not exist yet gets a warning that says so
+  before the folder is created (``sqlite:///tmp/x/s.db`` is ``./tmp/x/s.db``, not ``/tmp/x/s.db``);
 - ``postgresql://USER[:PASSWORD]@HOST[:PORT]/DB`` → Optuna RDB storage on PostgreSQL (workers on many
   machines). Without a password in the URL, libpq's environment (``PGPASSWORD``, ``~/.pgpass``) applies.
   The driver is psycopg2 (``postgresql+psycopg2://`` is also accepted).
@@ -24,6 +27,7 @@ import hashlib
 import os
 import re
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +134,18 @@ def _open_postgres(url: str) -> optuna.storages.RDBStorage:
         guard.dispose()
 
 
+def _warn_if_surprising_relative(url: str, path: Path) -> None:
+    """sqlite:///tmp/x.db names ./tmp/x.db; say so when that folder is about to be created."""
+    if path.is_absolute() or path.parent.exists():
+        return
+    warnings.warn(
+        f"{url}: three slashes make {path} relative to the working directory, so this creates "
+        f"{Path.cwd() / path.parent}/; for the absolute path write four slashes: sqlite:////{path}",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def make_storage(url: str | None, study: str, runs_dir: str | Path = "runs") -> StudyStore:
     """Open the storage for ``study`` (see the module docstring for the accepted forms)."""
     url = url or os.environ.get(STORAGE_ENV) or None
@@ -145,6 +161,7 @@ def make_storage(url: str | None, study: str, runs_dir: str | Path = "runs") -> 
     if scheme == "sqlite":
         path = Path(url.split(":///", 1)[-1]) if ":///" in url else None
         if path is not None and str(path) not in ("", ":memory:"):
+            _warn_if_surprising_relative(url, path)
             path.parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
         lock = path.with_name(path.name + ".relkd-lock") if path is not None else None

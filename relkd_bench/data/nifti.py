@@ -30,6 +30,13 @@ __all__ = [
     "write_nifti",
 ]
 
+# A header's claimed size is checked before any voxel is read, so a file that lies about it (30000³ voxels
+# in a few bytes) is a DataError naming it instead of a MemoryError inside nibabel. The limit is far beyond
+# any MRI volume (512 × 512 × 1024 is 2.7e8) and far below what would exhaust memory; deflate compresses at
+# most about 1032:1, so a .nii.gz cannot hold more than that many times its own size.
+MAX_VOXELS = 2**30
+_MAX_DEFLATE_RATIO = 1032
+
 _NIFTI_RE = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$", re.IGNORECASE)
 _MASK_SUFFIX = "_segmentation"
 
@@ -237,6 +244,23 @@ def scan_collection(root: str | Path, sites: Iterable[str] | None = None, skip_b
     return cases, bad
 
 
+def _check_claimed_size(path: Path, what: str, img: nib.Nifti1Image) -> None:
+    """The header's voxel count within MAX_VOXELS, and its data size within what the file can hold."""
+    shape = tuple(int(n) for n in img.shape)
+    voxels = int(np.prod(shape, dtype=object))
+    if voxels > MAX_VOXELS:
+        raise DataError(path, f"{what}: the header claims shape {shape} ({voxels} voxels), more than the "
+                              f"{MAX_VOXELS} this loader reads; corrupt header?")
+    claimed = voxels * img.get_data_dtype().itemsize + int(img.header["vox_offset"])
+    size = path.stat().st_size
+    gz = path.name.lower().endswith(".gz")
+    if claimed > size * (_MAX_DEFLATE_RATIO if gz else 1):
+        most = size * _MAX_DEFLATE_RATIO
+        held = f"a {size}-byte gzip file holds at most {most}" if gz else f"it has {size}"
+        raise DataError(path, f"{what}: truncated or corrupt file: the header claims shape {shape} "
+                              f"({claimed} bytes) but {held}")
+
+
 def _read(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...]]:
     """Read one NIfTI as canonical (RAS+) array; every failure becomes a DataError naming ``path``."""
     if not path.is_file():
@@ -247,6 +271,7 @@ def _read(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tu
         img = nib.load(str(path))
         if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
             raise DataError(path, f"{what} is not a NIfTI image ({type(img).__name__})")
+        _check_claimed_size(path, what, img)
         ndim = len(img.shape)
         if ndim == 4 and img.shape[3] == 1:
             img = img.slicer[..., 0]
@@ -257,6 +282,8 @@ def _read(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tu
         data = np.asarray(img.dataobj)
     except DataError:
         raise
+    except MemoryError as err:
+        raise DataError(path, f"{what}: too large to load into memory") from err
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
         problem = "truncated or corrupt file" if isinstance(err, EOFError | zlib.error) else "cannot read"
         raise DataError(path, f"{what}: {problem} ({type(err).__name__}: {err})") from err
