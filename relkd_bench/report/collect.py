@@ -20,7 +20,7 @@ __all__ = ["CLASS_COLUMN", "COLUMNS", "class_columns", "provenance", "read_trial
 COLUMNS = ("number", "state", "value", "method", "student", "teacher", "seed", "heldout", "heldout_dice",
            "heldout_hd95", "heldout_assd", "teacher_heldout_dice", "teacher_heldout_hd95", "best_epoch",
            "epochs_run", "seconds", "config_hash", "commit", "data_source", "backend", "device", "hardware",
-           "datetime_complete", "worker", "cell", "error", "params", "heldout_case_dice")
+           "datetime_complete", "worker", "cell", "error", "params", "heldout_case_dice", "checkpoint")
 _NUM = {"value", "heldout_dice", "heldout_hd95", "heldout_assd", "teacher_heldout_dice",
         "teacher_heldout_hd95", "seconds"}
 _INT = {"number", "seed", "best_epoch", "epochs_run"}

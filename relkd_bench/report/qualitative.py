@@ -118,5 +118,6 @@ def qualitative_figure(rows: Sequence[dict[str, Any]], path: Path, prov: str) ->
     for ax, (ckpts, site, method, scores) in zip(axes[0], panels):
         _panel(ax, ckpts[0], ckpts[1], site, method, scores)
     handles = [plt.Line2D([], [], color=c, label=k) for k, c in _COLOURS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.04), ncol=4, fontsize=8,
+               frameon=False)
     return _save(fig, path, prov)
