@@ -51,7 +51,8 @@ RELKD = "RelKD"
 #: overrides, with every λ first set to 0. Settings not given are the base config's (quick: ENet student,
 #: ``unet_wide`` teacher, student taps of :func:`relkd_bench.losses.default_pairs`).
 #:
-#: * ``teacher``: no student; the trial scores the (shared, cached) teacher of its seed and fold.
+#: * ``teacher``: no student; the trial scores the teacher the KD trials of its cell distil from
+#:   (trained once and cached; a preset with ``teacher.seed`` set shares one teacher across seeds).
 #: * ``no-KD``: the student with L_seg only (the baseline every comparison is against).
 #: * ``KD``: pixel-wise logits KD, Hinton et al. 2015, as the segmentation baselines use it (SKD, CIRKD):
 #:   plain pixel mean of the KL, T = 1, λ = 1.
