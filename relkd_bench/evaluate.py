@@ -40,10 +40,15 @@ def _fmt(v: float) -> str:
     return f"{v:6.3f}" if abs(v) < 100 else f"{v:6.1f}"
 
 
+def _label(key: str) -> str:
+    return {"dice": "Dice", "hd95": "HD95", "assd": "ASSD"}.get(key) or key.replace("dice_c", "Dice")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from relkd_bench.data import DataError
     from relkd_bench.engine import CheckpointError, evaluate_checkpoint
+    from relkd_bench.engine.metrics import class_keys
 
     try:
         rows, table = evaluate_checkpoint(args.checkpoint, args.data, args.site, args.device, args.cache_dir,
@@ -51,12 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{'case':<24} {'Dice':>6} {'HD95':>6} {'ASSD':>6}")
+    keys = ["dice", "hd95", "assd", *(k for k in class_keys(rows) if k.startswith("dice_"))]
+    head = " ".join(f"{_label(k):>6}" for k in keys)  # more than 2 classes: Dice per class, e.g. Dice1
+    print(f"{'case':<24} {head}")
     for r in rows:
-        print(f"{r['uid']:<24} {_fmt(r['dice'])} {_fmt(r['hd95'])} {_fmt(r['assd'])}")
-    print(f"{'site (mean)':<24} {'Dice':>6} {'HD95':>6} {'ASSD':>6}    n")
+        print(f"{r['uid']:<24} " + " ".join(_fmt(r[k]) for k in keys))
+    print(f"{'site (mean)':<24} {head}    n")
     for site, m in table.items():
-        print(f"{site:<24} {_fmt(m['dice'])} {_fmt(m['hd95'])} {_fmt(m['assd'])} {m['n']:4d}")
+        print(f"{site:<24} " + " ".join(_fmt(m[k]) for k in keys) + f" {m['n']:4d}")
     if args.json:
         from relkd_bench.engine.api import _json_safe
 

@@ -14,6 +14,7 @@ from relkd_bench.data.labels import apply_label_map
 from relkd_bench.data.preprocess import _resize
 from relkd_bench.engine import load_checkpoint, train_student, train_teacher, volume_metrics
 from relkd_bench.engine.api import evaluate_checkpoint
+from relkd_bench.evaluate import main as evaluate_main
 from relkd_bench.report.collect import read_trials_csv, write_trials_csv
 from relkd_bench.report.tables import class_tables
 
@@ -90,7 +91,7 @@ def test_multiclass_resize_and_metrics():
     assert volume_metrics(gt, gt, (1.0, 1.0, 1.0)) == {"dice": 1.0, "hd95": 0.0, "assd": 0.0}  # binary
 
 
-def test_three_class_end_to_end(tmp_path):
+def test_three_class_end_to_end(tmp_path, capsys):
     root = _zonal_collection(tmp_path / "zonal")
     ref = scan_collection(root)[0][0]
     assert load_case(ref).mask.max() == 1  # binary default: zones merged
@@ -108,6 +109,10 @@ def test_three_class_end_to_end(tmp_path):
     assert load_checkpoint(teacher)["model"]["num_classes"] == 3
     rows, table = evaluate_checkpoint(res.checkpoint, root, site="UCL", cache_dir=tmp_path / "cache")
     assert {"dice_c1", "dice_c2"} <= set(table["all"]) and len(rows) == 3
+    assert evaluate_main(["--checkpoint", str(res.checkpoint), "--data", str(root), "--site", "UCL",
+                          "--cache-dir", str(tmp_path / "cache")]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header == ["case", "Dice", "HD95", "ASSD", "Dice1", "Dice2"]
     assert max(int(np.asarray(r["label"]).max()) for r in _heldout_labels(cfg)) == 2
 
 
