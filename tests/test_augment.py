@@ -146,7 +146,8 @@ def test_each_role_trains_with_its_own_level(monkeypatch):
     cfg = load_config("quick", {"teacher.augment": "bigaug", "train.batch_size": 2})
     engine_data.make_train_loader(cfg, run, 0, 0, role="teacher")
     engine_data.make_train_loader(cfg, run, 0, 0, role="student")
-    engine_data.make_train_loader(load_config("quick", {"data.augment": False}), run, 0, 0, role="teacher")
+    no_aug = load_config("quick", {"data.augment": False, "teacher.augment": None})
+    engine_data.make_train_loader(no_aug, run, 0, 0, role="teacher")
     assert seen == ["bigaug", "standard", "none"]
 
 
