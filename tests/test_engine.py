@@ -35,15 +35,6 @@ TINY = {
 NO_KD = {"distill.lambda_logits": 0.0, "distill.lambda_km": 0.0, "distill.lambda_aa": 0.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_globals():
-    """The engine sets threads and deterministic mode process-wide: restore them for other test modules."""
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det, warn_only=warn)
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

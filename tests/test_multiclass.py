@@ -27,14 +27,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_globals():
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det, warn_only=warn)
-
 
 def _zonal_collection(root):
     """The tiny synthetic collection with each gland split into two "zones" (1 left, 2 right of its

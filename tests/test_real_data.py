@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from relkd_bench.config import load_config, teacher_hash
 from relkd_bench.data.preprocess import resample_to_spacing
@@ -68,17 +67,12 @@ def test_tiny_real_leave_one_site_out_run(two_site_source, tmp_path, monkeypatch
     from relkd_bench.engine import train_student
 
     monkeypatch.setenv("RELKD_PROMISE12_NPY", str(two_site_source))
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     cfg = load_config("real", {
         "run.workdir": str(tmp_path / "runs" / "real"), "data.size": 32, "data.inplane_spacing": 4.0,
         "data.heldout": "HK", "data.val_fraction": 0.5, "train.epochs": 1, "train.max_steps_per_epoch": 2,
         "train.batch_size": 4, "train.device": "cpu", "distill.lambda_logits": 0.0, "distill.lambda_km": 0.0,
         "distill.lambda_aa": 0.0})
-    try:
-        res = train_student(cfg, None, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(det)
+    res = train_student(cfg, None, progress=False)
     assert res.heldout_site == "HK" and res.heldout["n"] == 2
     assert {r["uid"] for r in res.heldout_per_case} == {"HK/Case38", "HK/Case39"}
     assert all(0.0 <= r["dice"] <= 1.0 for r in res.heldout_per_case)

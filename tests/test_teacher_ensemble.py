@@ -23,15 +23,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_globals():
-    """The engine sets threads and deterministic mode process-wide: restore them for other test modules."""
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det, warn_only=warn)
-
 
 def test_config_and_identity():
     single, ens = load_config("quick"), load_config("quick", {"teacher.members": 3})
