@@ -93,3 +93,13 @@ def softmax_kl_mp(rows_t: list[list], rows_s: list[list], dps: int = 50):
             terms = ((mp.mpf(a) - lt, mp.mpf(b) - ls) for a, b in zip(t, s))
             total += mp.fsum(mp.e**log_pt * (log_pt - log_ps) for log_pt, log_ps in terms)
         return total
+
+
+#: Overrides of the quick preset for a seconds-long end-to-end run (synthetic 32 px, slim teacher, KD on).
+TINY_RUN = {
+    "data.synthetic.cases_per_site": 3, "data.synthetic.size": 32, "data.synthetic.slices": 6,
+    "data.size": 32, "data.heldout": "UCL", "train.epochs": 2, "teacher.epochs": 1, "train.batch_size": 4,
+    "train.max_steps_per_epoch": 2, "train.threads": 1, "train.device": "cpu",
+    "teacher.kwargs.channels": [4, 8, 16, 32], "teacher.kwargs.strides": [2, 2, 2],
+    "distill.lambda_logits": 1.0, "distill.lambda_km": 1.0, "distill.lambda_aa": 1.0,
+}

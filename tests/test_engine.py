@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_RUN
 
 from relkd_bench.config import load_config
 from relkd_bench.engine import (
@@ -25,13 +26,7 @@ from relkd_bench.engine import (
 )
 from relkd_bench.engine.teacher_check import TeacherMismatchError, check_teacher, teacher_mismatches
 
-TINY = {
-    "data.synthetic.cases_per_site": 3, "data.synthetic.size": 32, "data.synthetic.slices": 6,
-    "data.size": 32, "data.heldout": "UCL", "train.epochs": 2, "teacher.epochs": 1, "train.batch_size": 4,
-    "train.max_steps_per_epoch": 2, "train.threads": 1, "train.device": "cpu",
-    "teacher.kwargs.channels": [4, 8, 16, 32], "teacher.kwargs.strides": [2, 2, 2],
-    "distill.lambda_logits": 1.0, "distill.lambda_km": 1.0, "distill.lambda_aa": 1.0,
-}
+TINY = TINY_RUN
 NO_KD = {"distill.lambda_logits": 0.0, "distill.lambda_km": 0.0, "distill.lambda_aa": 0.0}
 
 

@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_RUN
 
 from relkd_bench.config import config_hash, load_config, teacher_hash
 from relkd_bench.data import DataError, ensure_synthetic_collection, load_case, scan_collection
@@ -18,13 +19,7 @@ from relkd_bench.evaluate import main as evaluate_main
 from relkd_bench.report.collect import read_trials_csv, write_trials_csv
 from relkd_bench.report.tables import class_tables
 
-TINY = {
-    "data.synthetic.cases_per_site": 3, "data.synthetic.size": 32, "data.synthetic.slices": 6,
-    "data.size": 32, "data.heldout": "UCL", "train.epochs": 2, "teacher.epochs": 1, "train.batch_size": 4,
-    "train.max_steps_per_epoch": 2, "train.threads": 1, "train.device": "cpu",
-    "teacher.kwargs.channels": [4, 8, 16, 32], "teacher.kwargs.strides": [2, 2, 2],
-    "distill.lambda_logits": 1.0, "distill.lambda_km": 1.0, "distill.lambda_aa": 1.0,
-}
+TINY = TINY_RUN
 
 
 

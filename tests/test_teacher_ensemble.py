@@ -8,19 +8,14 @@ import math
 
 import pytest
 import torch
+from helpers import TINY_RUN
 
 from relkd_bench.config import load_config, teacher_hash
 from relkd_bench.engine import load_model, train_student, train_teacher
 from relkd_bench.engine.teacher_ensemble import member_configs
 from relkd_bench.models import TeacherEnsemble
 
-TINY = {
-    "data.synthetic.cases_per_site": 3, "data.synthetic.size": 32, "data.synthetic.slices": 6,
-    "data.size": 32, "data.heldout": "UCL", "train.epochs": 1, "teacher.epochs": 1, "train.batch_size": 4,
-    "train.max_steps_per_epoch": 1, "train.threads": 1, "train.device": "cpu",
-    "teacher.kwargs.channels": [4, 8, 16, 32], "teacher.kwargs.strides": [2, 2, 2],
-    "distill.lambda_logits": 1.0, "distill.lambda_km": 1.0, "distill.lambda_aa": 1.0,
-}
+TINY = {**TINY_RUN, "train.epochs": 1, "train.max_steps_per_epoch": 1}
 
 
 
