@@ -182,3 +182,26 @@ def test_per_site_figure_is_honest(monkeypatch, tmp_path):
     rows += [{**r, "seed": 1, "number": 5} for r in rows]
     figures.per_site_bars(rows, tmp_path / "g.png", "prov")
     assert len(drawn[-1].axes[0].containers) == 4  # two seeds: an error-bar container per method
+
+
+def test_method_studies_pair_with_no_kd_and_any_reference():
+    """A method study labels its baseline ``no-KD``; ``reference`` pairs against another method."""
+    rows = [_row("no-KD", s, {"a": 0.5, "b": 0.6}) for s in (0, 1)]
+    rows += [_row("RelKD", s, {"a": 0.6, "b": 0.7}) for s in (0, 1)]
+    rows += [_row("tuned", s, {"a": 0.65, "b": 0.8}) for s in (0, 1)]
+    assert set(paired_cells(rows)) == {("enet", "RelKD", "HK"), ("enet", "tuned", "HK")}
+    vs = paired_cells(rows, reference="RelKD")
+    assert set(vs) == {("enet", "no-KD", "HK"), ("enet", "tuned", "HK")}
+    assert vs[("enet", "tuned", "HK")].diff == pytest.approx(0.075)
+    t = paired_table(rows, "RelKD")
+    assert t.key == "e_paired_vs_RelKD" and "minus RelKD" in t.title
+    assert {r["reference"] for r in t.records} == {"RelKD"}
+
+
+def test_paired_against_an_unknown_method_is_an_error(study_dir, tmp_path, capsys):
+    assert main(["--storage", str(study_dir / "j.log"), "--study", "r", "--out", str(tmp_path / "r"),
+                 "--paired-against", "FitNet"]) == 2
+    assert "--paired-against 'FitNet'" in capsys.readouterr().err
+    assert main(["--storage", str(study_dir / "j.log"), "--study", "r", "--out", str(tmp_path / "r"),
+                 "--paired-against", "LM"]) == 0
+    assert (tmp_path / "r" / "table_e_paired_vs_LM.csv").is_file()

@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials-csv", type=Path, help="read this trials.csv instead of the study storage")
     p.add_argument("--efficiency", type=Path, default=Path("results/efficiency.csv"),
                    help="efficiency profile CSV (python -m relkd_bench.profile)")
+    p.add_argument("--paired-against", action="append", default=[], metavar="METHOD",
+                   help="also compare every method with METHOD of the same fold and seed (repeatable)")
     return p
 
 
@@ -38,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
             store = make_storage(args.storage, args.study)
             study = optuna.load_study(study_name=args.study, storage=store.storage)
             rows, where = rows_from_study(study), store.display
-        paths = build_report(rows, args.out, args.study, where, study, args.efficiency)
+        methods = {str(r.get("method")) for r in rows}
+        unknown = [m for m in args.paired_against if m not in methods]
+        if unknown:
+            raise ValueError(f"--paired-against {unknown[0]!r}: no trial of study {args.study!r} has that "
+                             f"method; methods: {', '.join(sorted(methods))}")
+        paths = build_report(rows, args.out, args.study, where, study, args.efficiency, args.paired_against)
     except Exception as exc:  # no password in the output: everything shown is redacted
         if os.environ.get("RELKD_DEBUG"):
             print(redact(traceback.format_exc()), file=sys.stderr)

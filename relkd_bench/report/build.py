@@ -28,7 +28,7 @@ __all__ = ["build_report"]
 APPROXIMATE_SPACING = ("promise12-example",)
 
 
-def _tables(rows: Sequence[dict[str, Any]], profile_csv: Path) -> list[Table]:
+def _tables(rows: Sequence[dict[str, Any]], profile_csv: Path, references: Sequence[str] = ()) -> list[Table]:
     used = {str(r[k]) for r in rows if r["state"] == "COMPLETE" for k in ("student", "teacher") if r.get(k)}
     hd95 = dice_table(rows, "heldout_hd95", "d_hd95", "(d) Held-out HD95 (mm), mean ± std over seeds",
                       digits=2)
@@ -38,18 +38,19 @@ def _tables(rows: Sequence[dict[str, Any]], profile_csv: Path) -> list[Table]:
             "of view per site (relkd_bench.data.importers.PROMISE12_NOMINAL), so millimetres here are "
             "approximate. Dice does not depend on spacing.")
     return [dice_table(rows), modules_table(rows), efficiency_table(profile_csv, used), hd95,
-            paired_table(rows), *class_tables(rows)]
+            paired_table(rows), *[paired_table(rows, ref) for ref in references], *class_tables(rows)]
 
 
 def build_report(rows: Sequence[dict[str, Any]], out: Path, study_name: str, storage: str,
                  study: optuna.Study | None = None, profile_csv: Path = Path("results/efficiency.csv"),
-                 ) -> list[Path]:
-    """Write everything under ``out``; return the written paths."""
+                 references: Sequence[str] = ()) -> list[Path]:
+    """Write everything under ``out``; return the written paths. ``references``: methods to add a paired
+    table against (besides the no-KD one), e.g. the default weights a tuned set is compared with."""
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance(rows, study_name, storage)
     prov_line = "; ".join(f"{k}: {v}" for k, v in prov.items())
     prov_lines = [f"{k}: {v}" for k, v in prov.items()]
-    tables = _tables(rows, profile_csv)
+    tables = _tables(rows, profile_csv, references)
     paths = [write_trials_csv(rows, out / "trials.csv", prov_lines)]
     for t in tables:
         paths.append(t.write_csv(out / f"table_{t.key}.csv", prov_lines))

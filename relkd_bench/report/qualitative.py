@@ -23,6 +23,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from relkd_bench.ablate.spec import TEACHER  # noqa: E402
+from relkd_bench.report.stats import is_reference  # noqa: E402
+
 __all__ = ["qualitative_figure"]
 
 _COLOURS = {"ground truth": "yellow", "teacher": "deepskyblue", "no KD": "orangered", "best KD": "lime"}
@@ -38,12 +41,12 @@ def _pick(done: Sequence[dict], site: str) -> tuple[dict, dict, str] | None:
     means: dict[str, list[float]] = {}
     for r in here:
         means.setdefault(str(r["method"]), []).append(float(r["heldout_dice"]))
-    kd = {m: statistics.fmean(v) for m, v in means.items() if m != "none"}
-    if "none" not in means or not kd:
+    kd = {m: statistics.fmean(v) for m, v in means.items() if not is_reference(m) and m != TEACHER}
+    if not any(is_reference(m) for m in means) or not kd:
         return None
     best = max(kd, key=kd.get)
     for seed in sorted({str(r["seed"]) for r in here}):
-        none = [r for r in here if r["method"] == "none" and str(r["seed"]) == seed]
+        none = [r for r in here if is_reference(r["method"]) and str(r["seed"]) == seed]
         kd_run = [r for r in here if r["method"] == best and str(r["seed"]) == seed]
         if none and kd_run:
             return none[0], kd_run[0], best

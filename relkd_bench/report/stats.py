@@ -1,10 +1,11 @@
-"""Paired statistics: each method against the no-KD student (``none``) of the same fold and seed.
+"""Paired statistics: each method against a reference method (by default the no-KD student, ``none``)
+of the same fold and seed.
 
-A pair is one held-out case scored by a method's trial and by the ``none`` trial of the same student,
+A pair is one held-out case scored by a method's trial and by the reference trial of the same student,
 held-out site and seed (per-case Dice from the trial attribute ``heldout_case_dice``). Over all pairs of
 a (student, method, site) cell, i.e. held-out cases × seeds:
 
-* the mean difference ``Dice(method) − Dice(none)``;
+* the mean difference ``Dice(method) − Dice(reference)``;
 * a 95 % percentile bootstrap interval of that mean: :data:`N_BOOTSTRAP` resamples of the pairs with
   replacement, drawn by ``numpy.random.default_rng(BOOTSTRAP_SEED)`` (fixed: the report is reproducible);
 * the two-sided Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``; zero differences dropped).
@@ -28,13 +29,14 @@ from typing import Any
 import numpy as np
 from scipy import stats as _scipy_stats
 
-__all__ = ["ALPHA", "BOOTSTRAP_SEED", "N_BOOTSTRAP", "Paired", "bootstrap_interval", "case_scores",
-           "paired", "paired_cells", "wilcoxon_p"]
+__all__ = ["ALPHA", "BASELINES", "BOOTSTRAP_SEED", "N_BOOTSTRAP", "Paired", "bootstrap_interval",
+           "case_scores", "is_reference", "paired", "paired_cells", "wilcoxon_p"]
 
 ALPHA = 0.05
 BOOTSTRAP_SEED = 0
 N_BOOTSTRAP = 10_000
-BASELINE = "none"
+#: The labels of the no-KD student: ``none`` in module studies, ``no-KD`` in method studies.
+BASELINES = ("none", "no-KD")
 
 
 @dataclass(frozen=True)
@@ -100,19 +102,26 @@ def case_scores(row: Mapping[str, Any]) -> dict[str, float] | None:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
-def paired_cells(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], Paired]:
-    """``{(student, method, site): Paired}`` for every method other than ``none`` that has at least one
-    pair; empty when no trial records per-case Dice."""
+def is_reference(method: Any, reference: str | None = None) -> bool:
+    """Whether a trial's method label is ``reference`` (``None``: the no-KD student, :data:`BASELINES`)."""
+    return str(method) in (BASELINES if reference is None else (reference,))
+
+
+def paired_cells(rows: Sequence[Mapping[str, Any]], reference: str | None = None,
+                 ) -> dict[tuple[str, str, str], Paired]:
+    """``{(student, method, site): Paired}`` for every method other than ``reference`` (``None``: the
+    no-KD student) that has at least one pair with a reference trial; empty when no trial records
+    per-case Dice."""
     done = [r for r in rows if r.get("state") == "COMPLETE" and case_scores(r) is not None]
     base: dict[tuple[str, str, str], dict[str, float]] = {}
-    for r in sorted(done, key=lambda r: r.get("number") or 0):  # the first baseline of a fold and seed
-        if str(r.get("method")) == BASELINE:
+    for r in sorted(done, key=lambda r: r.get("number") or 0):  # the first reference of a fold and seed
+        if is_reference(r.get("method"), reference):
             base.setdefault((str(r["student"]), str(r["heldout"]), str(r["seed"])), case_scores(r))
     diffs: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     seeds: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for r in done:
         ref = base.get((str(r["student"]), str(r["heldout"]), str(r["seed"])))
-        if str(r.get("method")) == BASELINE or ref is None:
+        if is_reference(r.get("method"), reference) or ref is None:
             continue
         key = (str(r["student"]), str(r["method"]), str(r["heldout"]))
         mine = case_scores(r)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relkd_bench.ablate.spec import METHODS, MODULE_SETS, TEACHER
 from relkd_bench.report.collect import class_columns
 from relkd_bench.report.stats import ALPHA, BOOTSTRAP_SEED, N_BOOTSTRAP, Paired, paired_cells
 
@@ -30,7 +31,8 @@ __all__ = ["SITE_ORDER", "Stat", "Table", "class_tables", "dice_table", "efficie
            "paired_table"]
 
 SITE_ORDER = ("RUNMC", "BMC", "I2CVB", "UCL", "BIDMC", "HK")  # S1…S6 (DESIGN §4)
-METHOD_ORDER = ("none", "LM", "KM", "AA", "LM+KM", "LM+AA", "KM+AA", "LM+KM+AA")
+#: Row order: the no-KD student, module sets, the named methods of a method study, the teacher last.
+METHOD_ORDER = (*MODULE_SETS, *(m for m in METHODS if m != TEACHER), TEACHER)
 
 
 @dataclass(frozen=True)
@@ -254,34 +256,44 @@ def modules_table(rows: Sequence[dict[str, Any]]) -> Table:
     return t
 
 
-def paired_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """(e) Each method minus the no-KD student of the same fold and seed, per held-out site."""
-    pairs = paired_cells(rows)
-    title = "(e) Held-out Dice minus no-KD (same fold and seed): mean [95 % bootstrap interval], Wilcoxon p"
+def paired_table(rows: Sequence[dict[str, Any]], reference: str | None = None) -> Table:
+    """(e) Each method minus the no-KD student (or the ``reference`` method) of the same fold and seed,
+    per held-out site."""
+    pairs = paired_cells(rows, reference)
+    ref = "no-KD" if reference is None else reference
+    title = (f"(e) Held-out Dice minus {ref} (same fold and seed): mean [95 % bootstrap interval], "
+             "Wilcoxon p")
     keys, sites, _ = _groups(rows, "heldout_dice")
     keys = [k for k in keys if any((k[0], k[1], s) in pairs for s in sites)]
     multi = len({k[0] for k in keys}) > 1
     body = [[_label(k, multi), *[pairs.get((k[0], k[1], s), "–") for s in sites]] for k in keys]
     marked = {(i, j) for i, row in enumerate(body) for j, c in enumerate(row)
               if isinstance(c, Paired) and c.significant}
-    records = [{"student": k[0], "method": k[1], "heldout": s, **_paired_record(pairs.get((k[0], k[1], s))),
+    records = [{"student": k[0], "method": k[1], "heldout": s, "reference": ref,
+                **_paired_record(pairs.get((k[0], k[1], s))),
                 "n_seeds": pairs[(k[0], k[1], s)].seeds if (k[0], k[1], s) in pairs else 0}
                for k in keys for s in sites]
     if not pairs:
         note = ("Paired statistics unavailable: no trial records per-case held-out Dice (heldout_case_dice) "
-                "next to a no-KD trial of the same fold and seed (as in studies run before the attribute "
+                f"next to a {ref} trial of the same fold and seed (as in studies run before the attribute "
                 "existed).")
     else:
         note = (f"n = pairs (held-out cases × seeds). Interval: {N_BOOTSTRAP} bootstrap resamples of the "
                 f"pairs (numpy default_rng({BOOTSTRAP_SEED})), percentiles 2.5 / 97.5; p: two-sided Wilcoxon "
                 "signed-rank (scipy.stats.wilcoxon, zero differences dropped). Bold = significant: "
-                f"{PAIRED_RULE}. Not corrected for the number of methods; a case's pairs from different "
-                "seeds are resampled as if independent, so intervals are optimistic when seeds disagree.")
+                f"{PAIRED_RULE.replace('no-KD student', f'{ref} trial')}. Not corrected for the number of "
+                "methods; a case's pairs from different seeds are resampled as if independent, so intervals "
+                "are optimistic when seeds disagree.")
         if all(p.seeds <= 1 for p in pairs.values()):
             title += SMOKE_TITLE
             note += " " + SMOKE_NOTE
-    return Table("e_paired", title, ["method", *sites], body, "", 3, note=note, records=records,
+    key = "e_paired" if reference is None else f"e_paired_vs_{_file_safe(reference)}"
+    return Table(key, title, ["method", *sites], body, "", 3, note=note, records=records,
                  marked=frozenset(marked))
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
 
 
 def efficiency_table(profile_csv: Path, used: set[str]) -> Table:
