@@ -163,3 +163,24 @@ def test_method_axis_validation():
         spec_from_dict({**base, "grid": {"method": ["no-KD", "FitNet"]}})
     spec = spec_from_dict({**base, "grid": {"seed": [0], "method": ["CWD", "none", "LM+AA"]}})
     assert spec.grid["method"] == ["none", "CWD", "LM+AA"]
+
+
+def test_a_spec_defines_its_own_methods():
+    """``methods:`` names config overrides (e.g. tuned weights) usable on the method axis."""
+    tuned = {"distill.lambda_logits": 0.5, "distill.lambda_km": 0.0, "distill.lambda_aa": 3.0}
+    spec = spec_from_dict({"name": "t", "base": "quick", "methods": {"tuned": tuned},
+                           "grid": {"seed": [0], "method": ["no-KD", "RelKD", "Tuned"]}})
+    assert spec.grid["method"] == ["no-KD", "RelKD", "tuned"]
+    plan = _plan(spec, spec.cells()[2])
+    assert plan.method == "tuned" and not plan.baseline
+    d = load_config(spec.base, plan.overrides).distill
+    assert (d.lambda_logits, d.lambda_km, d.lambda_aa) == (0.5, 0.0, 3.0)
+    base = {"name": "t", "base": "quick", "grid": {"method": ["no-KD", "x"]}}
+    with pytest.raises(ValueError, match="built-in method"):
+        spec_from_dict({**base, "methods": {"SKD": tuned}})
+    with pytest.raises(ValueError, match="module set"):
+        spec_from_dict({**base, "methods": {"LM+KM": tuned}})
+    with pytest.raises(ValueError, match="unknown"):
+        spec_from_dict({**base, "methods": {"x": {"distill.lambda_nope": 1.0}}})
+    with pytest.raises(ValueError, match="method axis"):
+        spec_from_dict({"name": "t", "base": "quick", "methods": {"x": tuned}, "grid": {"modules": ["none"]}})

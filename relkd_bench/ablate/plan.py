@@ -10,7 +10,6 @@ import optuna
 
 from relkd_bench.ablate.spec import (
     ALIASES,
-    METHODS,
     MODULES,
     AblationSpec,
     canonical_method,
@@ -34,6 +33,7 @@ class TrialPlan:
         baseline: the no-KD baseline (all λ = 0).
         lambdas: the effective λ of each module (``LM``, ``KM``, ``AA``): the base config with the
             overrides applied, so a λ that comes from the base preset counts.
+        named_method: the named method of a ``method`` axis (``SKD``, a spec's own method, …), else ``None``.
     """
 
     number: int
@@ -42,13 +42,13 @@ class TrialPlan:
     cell: str | None = None
     baseline: bool = False
     lambdas: dict[str, float] = field(default_factory=dict)
+    named_method: str | None = None
 
     @property
     def method(self) -> str:
         """The named method of a ``method`` axis (``SKD``, …), else the module-set label of the effective
         λs (``none``, ``LM``, …, ``LM+KM+AA``)."""
-        name = canonical_method(self.params["method"]) if "method" in self.params else None
-        return name if name in METHODS else method_label(self.lambdas)
+        return self.named_method or method_label(self.lambdas)
 
 
 #: An objective gets the live trial (for ``report``/``should_prune``/``set_user_attr``) and its plan,
@@ -78,7 +78,7 @@ def _overrides(spec: AblationSpec, params: Mapping[str, Any], baseline: bool) ->
     out = dict(spec.overrides)
     for name, value in params.items():
         if name == spec.module_axis:
-            out.update(method_overrides(value, spec.module_weights))
+            out.update(method_overrides(value, spec.module_weights, spec.all_methods))
         else:
             out[ALIASES.get(name, name)] = value
     if baseline:
@@ -95,7 +95,7 @@ def make_plan(trial: optuna.Trial, spec: AblationSpec) -> TrialPlan:
         axes = list(spec.cells()[0])
         params = {axis: trial.suggest_categorical(axis, list(spec.grid[axis])) for axis in axes}
         cell = cell_key(params)
-        baseline = is_baseline(params[spec.module_axis])
+        baseline = is_baseline(params[spec.module_axis], spec.all_methods)
     else:
         for name, p in spec.search_space.items():
             if p.requires and not params.get(p.requires):
@@ -105,4 +105,7 @@ def make_plan(trial: optuna.Trial, spec: AblationSpec) -> TrialPlan:
                 continue
             params[name] = p.suggest(trial, name)
     overrides = _overrides(spec, params, baseline)
-    return TrialPlan(trial.number, params, overrides, cell, baseline, effective_lambdas(spec.base, overrides))
+    name = canonical_method(params["method"], spec.all_methods) if "method" in params else None
+    named = name if name in spec.all_methods else None
+    return TrialPlan(trial.number, params, overrides, cell, baseline, effective_lambdas(spec.base, overrides),
+                     named)

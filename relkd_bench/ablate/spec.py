@@ -6,7 +6,8 @@ and the file. See ``ablations/modules.yaml`` for a commented example.
 
 Parameter names are dotted config keys (``distill.temperature``) or one of the shorthands
 ``modules`` (a module set such as ``LM+KM``; sets λ1…λ3), ``method`` (a named method of
-:data:`METHODS` such as ``SKD``, or a module set; see ``ablations/methods.yaml``), ``seed``
+:data:`METHODS` such as ``SKD``, a method the spec defines under ``methods:``, or a module set; see
+``ablations/methods.yaml`` and ``ablations/loss_weights_eval.yaml``), ``seed``
 (``train.seed``), ``heldout`` (``data.heldout``) and ``student`` (``student.name``). A grid has at most
 one of ``modules`` and ``method``; its values are the labels the report's tables show.
 """
@@ -90,30 +91,32 @@ def canonical_modules(label: str) -> str:
     return "+".join(m for m in MODULES if m in parts)
 
 
-def canonical_method(label: str) -> str:
-    """A :data:`METHODS` name in its canonical spelling (case-insensitive), else the canonical module set
-    (:func:`canonical_modules`, which raises ``ValueError`` naming the known methods)."""
-    for name in METHODS:
+def canonical_method(label: str, methods: Mapping[str, Any] = METHODS) -> str:
+    """A name of ``methods`` (default :data:`METHODS`; a spec passes its :attr:`AblationSpec.all_methods`)
+    in its canonical spelling (case-insensitive), else the canonical module set (:func:`canonical_modules`,
+    which raises ``ValueError`` naming the known methods)."""
+    for name in methods:
         if str(label).strip().lower() == name.lower():
             return name
     try:
         return canonical_modules(label)
     except ValueError:
         raise ValueError(f"unknown method {label!r}: a module set (LM, KM, AA joined by '+', or none) or one "
-                         f"of {', '.join(METHODS)}") from None
+                         f"of {', '.join(methods)}") from None
 
 
-def is_baseline(label: str) -> bool:
+def is_baseline(label: str, methods: Mapping[str, Any] = METHODS) -> bool:
     """Whether a module-axis value is the no-KD baseline (``none`` or ``no-KD``)."""
-    return canonical_method(label) in ("none", BASELINE)
+    return canonical_method(label, methods) in ("none", BASELINE)
 
 
-def method_overrides(label: str, module_weights: Mapping[str, float]) -> dict[str, Any]:
+def method_overrides(label: str, module_weights: Mapping[str, float],
+                     methods: Mapping[str, Mapping[str, Any]] = METHODS) -> dict[str, Any]:
     """Config overrides of a module-axis value: a module set turns its λs on at ``module_weights``, a
-    named method sets every λ to 0 and then its :data:`METHODS` entry (``RelKD``: LM+KM+AA)."""
-    name = canonical_method(label)
-    if name in METHODS and name != RELKD:
-        return {**{key: 0.0 for key in MODULES.values()}, **METHODS[name]}
+    named method of ``methods`` sets every λ to 0 and then its entry (``RelKD``: LM+KM+AA)."""
+    name = canonical_method(label, methods)
+    if name in methods and name != RELKD:
+        return {**{key: 0.0 for key in MODULES.values()}, **methods[name]}
     on = ("LM+KM+AA" if name == RELKD else name).split("+")
     return {key: (float(module_weights[m]) if m in on else 0.0) for m, key in MODULES.items()}
 
@@ -167,6 +170,7 @@ class AblationSpec:
     objective: str = "engine"
     sampler: str = "grid"
     grid: dict = field(default_factory=dict)
+    methods: dict = field(default_factory=dict)
     search_space: dict = field(default_factory=dict)
     module_weights: dict = field(default_factory=dict)
     n_trials: int | None = None
@@ -176,6 +180,11 @@ class AblationSpec:
     heartbeat: dict = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
     seed: int = 0
+
+    @property
+    def all_methods(self) -> dict[str, dict[str, Any]]:
+        """:data:`METHODS` plus the methods this spec defines (``methods:``, e.g. tuned loss weights)."""
+        return {**METHODS, **self.methods}
 
     @property
     def module_axis(self) -> str:
@@ -199,7 +208,7 @@ class AblationSpec:
         return {k: int(v) for k, v in self.pruner.items() if k != "type"}
 
 
-_TOP = {"name", "description", "base", "overrides", "objective", "sampler", "grid", "search_space",
+_TOP = {"name", "description", "base", "overrides", "objective", "sampler", "grid", "methods", "search_space",
         "module_weights", "n_trials", "timeout", "pruner", "max_retries", "heartbeat", "smoke", "seed"}
 _PARAM = {"type", "low", "high", "log", "step", "choices", "off_switch", "requires"}
 _PRUNER = {"type", "n_startup_trials", "n_warmup_steps", "interval_steps"}
@@ -255,8 +264,10 @@ def _check_config_keys(spec_d: dict, chk: _Check, base_dir: Path | None) -> dict
                 for value in values:
                     load_config(base, {**overrides, ALIASES.get(name, name): value})
             elif name == "method":
+                methods = {**METHODS, **spec_d["methods"]}
                 for value in values:
-                    load_config(base, {**overrides, **method_overrides(value, {m: 1.0 for m in MODULES})})
+                    load_config(base, {**overrides, **method_overrides(value, {m: 1.0 for m in MODULES},
+                                                                        methods)})
     except ValueError as exc:
         raise ValueError(f"{chk.where}: {exc}") from None
     for name in spec_d.get("search_space", {}):
@@ -266,6 +277,25 @@ def _check_config_keys(spec_d: dict, chk: _Check, base_dir: Path | None) -> dict
             node = getattr(node, part)
     d = cfg.distill
     return {"LM": d.lambda_logits, "KM": d.lambda_km, "AA": d.lambda_aa}
+
+
+def _spec_methods(raw: Any, chk: _Check) -> dict[str, dict[str, Any]]:
+    """Validate ``methods:``: new method names (not a built-in method or module set) mapped to dotted
+    config overrides; their keys and values are checked against the base config with the grid."""
+    methods = chk.keys(raw, set(raw or {}), "methods")
+    for name, overrides in methods.items():
+        chk(isinstance(name, str) and name.strip() == name and name, f"methods: bad method name {name!r}")
+        clash = [m for m in METHODS if m.lower() == name.lower()]
+        chk(not clash, f"methods.{name}: the built-in method {clash[0] if clash else ''!r} has that name")
+        try:
+            canonical_modules(name)
+            is_module_set = True
+        except ValueError:
+            is_module_set = False
+        chk(not is_module_set, f"methods.{name}: the name of a module set")
+        chk(isinstance(overrides, Mapping) and overrides and all(isinstance(k, str) for k in overrides),
+            f"methods.{name}: a non-empty mapping of dotted config keys to values")
+    return {name: dict(overrides) for name, overrides in methods.items()}
 
 
 def spec_from_dict(data: Mapping[str, Any], where: str = "<dict>", base_dir: Path | None = None,
@@ -290,6 +320,7 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "<dict>", base_dir: Pat
     chk(0 < d["heartbeat"]["interval"] < d["heartbeat"]["grace"], "heartbeat: 0 < interval < grace")
     d["smoke"] = chk.keys(d.get("smoke", {}), _SMOKE, "smoke")
     mw = chk.keys(d.get("module_weights", {}), set(MODULES), "module_weights")
+    d["methods"] = _spec_methods(d.get("methods", {}), chk)
     if d["sampler"] == "grid":
         chk(not d.get("search_space"), "search_space is for sampler: tpe (use grid:)")
         grid = chk.keys(d.get("grid"), set(d.get("grid") or {}), "grid")
@@ -299,18 +330,24 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "<dict>", base_dir: Pat
             chk(all(isinstance(v, (str, int, float, bool)) for v in values), f"grid.{axis}: scalar values")
         chk(not set(MODULE_AXES) <= set(grid), "grid: use one of 'modules' and 'method', not both")
         axis = "method" if "method" in grid else "modules"
-        canon = canonical_method if axis == "method" else canonical_modules
+        chk(not d["methods"] or axis == "method", "methods: defined methods need a grid.method axis")
+        all_methods = {**METHODS, **d["methods"]}
+
+        def canon(label: str) -> str:
+            return canonical_method(label, all_methods) if axis == "method" else canonical_modules(label)
+
         try:
             mods = [canon(m) for m in grid.get(axis, [])]
         except ValueError as exc:
             raise ValueError(f"{where}: grid.{axis}: {exc}") from None
-        base = [m for m in mods if is_baseline(m)]
+        base = [m for m in mods if is_baseline(m, all_methods)]
         chk(len(base) == 1, f"grid.{axis} must include 'none' or '{BASELINE}' once: the no-KD baseline is "
                             "part of every study")
         grid[axis] = base + [m for m in mods if m != base[0]]
         d["grid"] = grid
     else:
         chk(not d.get("grid"), "grid is for sampler: grid (use search_space:)")
+        chk(not d["methods"], "methods: only for sampler: grid with a method axis")
         chk(bool(d.get("n_trials")), "sampler tpe needs n_trials")
         raw = chk.keys(d.get("search_space"), set(d.get("search_space") or {}), "search_space")
         space: dict[str, ParamSpec] = {}
