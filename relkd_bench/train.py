@@ -56,7 +56,7 @@ def preflight(cfg: ExperimentConfig, role: str, teacher_checkpoint: Path | None)
 
     from relkd_bench.data import scan_collection
     from relkd_bench.data.splits import loso_split
-    from relkd_bench.engine.api import _build
+    from relkd_bench.engine import build_role
     from relkd_bench.engine.checkpoint import load_model
     from relkd_bench.engine.data import data_root
     from relkd_bench.losses import RelKDLoss
@@ -67,9 +67,9 @@ def preflight(cfg: ExperimentConfig, role: str, teacher_checkpoint: Path | None)
         teacher, _ = load_model(teacher_checkpoint, torch.device("cpu"))
     with torch.device("meta"):
         if role == "teacher" or (distill and teacher is None):
-            teacher = _build(cfg, "teacher")
+            teacher = build_role(cfg, "teacher")
         if role == "student":
-            student = _build(cfg, "student")
+            student = build_role(cfg, "student")
             if distill:
                 objective = RelKDLoss(cfg.distill, student, teacher, cfg.student.name, cfg.data.num_classes)
                 for tap in objective.student_taps:

@@ -17,7 +17,15 @@ Run folders hold ``last.pt`` (training state, resumable), ``best.pt`` (best sour
 written atomically and load with ``torch.load(weights_only=True)``.
 """
 
-from relkd_bench.engine.api import RunResult, evaluate_checkpoint, train_student, train_teacher
+from relkd_bench.engine.api import (
+    RunResult,
+    build_role,
+    evaluate_checkpoint,
+    student_loss,
+    teacher_outputs,
+    train_student,
+    train_teacher,
+)
 from relkd_bench.engine.checkpoint import CheckpointError, load_checkpoint, load_model, save_atomic
 from relkd_bench.engine.data import RunData, data_root, make_train_loader, prepare_data
 from relkd_bench.engine.metrics import evaluate_volumes, per_site, predict_volume, summarize, volume_metrics
@@ -28,6 +36,7 @@ __all__ = [
     "RunData",
     "RunResult",
     "backend_name",
+    "build_role",
     "data_root",
     "evaluate_checkpoint",
     "evaluate_volumes",
@@ -41,7 +50,9 @@ __all__ = [
     "save_atomic",
     "seed_everything",
     "setup_runtime",
+    "student_loss",
     "summarize",
+    "teacher_outputs",
     "train_student",
     "train_teacher",
     "volume_metrics",

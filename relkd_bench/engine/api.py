@@ -27,7 +27,8 @@ from relkd_bench.engine.trainer import FitSpec, fit
 from relkd_bench.losses import RelKDLoss, build_loss
 from relkd_bench.models import build_model
 
-__all__ = ["RunResult", "evaluate_checkpoint", "train_student", "train_teacher"]
+__all__ = ["RunResult", "build_role", "evaluate_checkpoint", "student_loss", "teacher_outputs",
+           "train_student", "train_teacher"]
 
 
 @dataclass
@@ -88,7 +89,8 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def _build(cfg: ExperimentConfig, role: str) -> nn.Module:
+def build_role(cfg: ExperimentConfig, role: str) -> nn.Module:
+    """The untrained ``student`` or ``teacher`` model of ``cfg`` (its input channels, classes and size)."""
     mc = getattr(cfg, role)
     model = build_model(mc.name, in_channels=cfg.data.context_slices, num_classes=cfg.data.num_classes,
                         **mc.kwargs)
@@ -96,6 +98,24 @@ def _build(cfg: ExperimentConfig, role: str) -> nn.Module:
     if cfg.data.size % m:
         raise ValueError(f"data.size={cfg.data.size} is not a multiple of {m}, which {role} {mc.name} needs")
     return model
+
+
+def teacher_outputs(teacher: nn.Module, objective: RelKDLoss, x: torch.Tensor,
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The frozen teacher's logits and the tap features ``objective`` distils from (no autograd graph)."""
+    taps = objective.teacher_taps
+    with torch.no_grad():
+        return teacher.forward_features(x, taps) if taps else (teacher(x), {})
+
+
+def student_loss(student: nn.Module, objective: RelKDLoss, x: torch.Tensor, y: torch.Tensor,
+                 zt: torch.Tensor | None, ft: dict[str, torch.Tensor] | None, amp: bool = False,
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The student's forward and ``objective``'s loss on one batch: what one training step differentiates."""
+    taps = objective.student_taps
+    with torch.autocast(x.device.type, enabled=amp):
+        zs, fs = student.forward_features(x, taps) if taps else (student(x), {})
+    return objective(zs, y, fs, zt, ft)
 
 
 def _is_finished(run_dir: Path) -> bool:
@@ -123,7 +143,7 @@ def train_teacher(cfg: ExperimentConfig, workdir: Path | None = None, progress: 
             return run_dir / "best.pt"
         device = setup_runtime(cfg.train)
         run = prepare_data(cfg)
-        model = _build(cfg, "teacher").to(device)
+        model = build_role(cfg, "teacher").to(device)
         seg = build_loss("dice_ce")
         amp = cfg.train.amp and device.type == "cuda"
 
@@ -175,23 +195,18 @@ def train_student(cfg: ExperimentConfig, teacher_checkpoint: Path | None, workdi
         return RunResult.from_dict(json.loads(result_path.read_text()))
     device = setup_runtime(cfg.train)
     run = prepare_data(cfg)
-    student = _build(cfg, "student").to(device)
+    student = build_role(cfg, "student").to(device)
     teacher = None
     if dc.enabled:
         teacher, _ = load_model(teacher_checkpoint, device)
         teacher.requires_grad_(False).eval()
     objective = RelKDLoss(dc, student, teacher, cfg.student.name, cfg.data.num_classes).to(device)
     amp = cfg.train.amp and device.type == "cuda"
-    s_taps, t_taps = objective.student_taps, objective.teacher_taps
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        zt = ft = None
         with torch.autocast(device.type, enabled=amp):
-            zs, fs = student.forward_features(x, s_taps) if s_taps else (student(x), {})
-            if objective.needs_teacher:
-                with torch.no_grad():
-                    zt, ft = teacher.forward_features(x, t_taps) if t_taps else (teacher(x), {})
-        return objective(zs, y, fs, zt, ft)
+            zt, ft = teacher_outputs(teacher, objective, x) if objective.needs_teacher else (None, None)
+        return student_loss(student, objective, x, y, zt, ft, amp)
 
     mc = cfg.student
     spec = FitSpec("student", student, mc.name, step, mc.epochs or cfg.train.epochs,
