@@ -1,10 +1,17 @@
 """Benchmarks of the relkd ops against the eager references, as one tidy CSV.
 
-``python -m relkd_bench.bench [--quick] [--out DIR]`` times every (op, shape, provider, mode) case
-(median of repeats after warm-up) and records peak extra memory through the torch allocator
+``python -m relkd_bench.bench [--quick] [--out DIR] [--step]`` times every (op, shape, provider, mode)
+case (median of repeats after warm-up) and records peak extra memory through the torch allocator
 (torch.profiler memory events; CUDA: max_memory_allocated). Ratios are against the eager reference
 measured in the same run. The pytest-benchmark suite in tests/benchmarks uses the same cases.
-Imports only torch and relkd_bench.ops.
+
+Modes: ``fwd`` (no autograd), ``fwd+bwd`` (gradients of both inputs) and ``distill`` (the student's
+input requires grad, the teacher's is detached: how the losses of relkd_bench.losses call the ops).
+Rooflines measured in the same run: ``gemm`` (bmm of the GEMM-equivalents a Gram op must do) and ``copy``
+(a torch copy moving the bytes a memory-bound op must read and write); each row of the op it bounds
+carries the fraction reached. ``--step`` adds the end-to-end training-step benchmark
+(:mod:`relkd_bench.bench_step`). The ops part imports only torch and relkd_bench.ops (CWD's eager
+formula comes from relkd_bench.losses, which needs MONAI: its case is left out where MONAI is missing).
 """
 
 from __future__ import annotations
@@ -26,19 +33,35 @@ import torch
 
 from relkd_bench import ops
 
+MODES = ("fwd", "fwd+bwd", "distill")
+#: GEMM-equivalents of a Gram loss per mode: Gs and Gt forward, one (Gs − Gt)·X per input gradient.
+GEMMS_PER_MODE = {"fwd": 2, "fwd+bwd": 4, "distill": 3}
+#: Input-sized tensors a fused per-pixel loss must move per mode: read zs and zt (forward), read them again
+#: and write each requested gradient (backward).
+TENSOR_PASSES_PER_MODE = {"fwd": 2, "fwd+bwd": 6, "distill": 5}
+ROOFLINES = ("gemm", "copy")
+
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark shape of one op; ``make`` returns the op's positional inputs."""
+    """One benchmark shape of one op; ``make`` returns the op's positional inputs.
+
+    ``gemm_flops``: FLOPs of one GEMM-equivalent (2·B·C²·N) of a Gram op, 0 otherwise; ``memory_bound``:
+    the op's rows get a ``copy`` roofline of :data:`TENSOR_PASSES_PER_MODE` passes over its input.
+    """
 
     op: str
     shape: str
     make: Callable[[torch.device], tuple]
     providers: tuple[str, ...]
-    flops: float = 0.0  # algorithmic FLOPs of fwd+bwd (0: not a GEMM-bound op)
+    gemm_flops: float = 0.0
+    memory_bound: bool = False
     pairs: float = 0.0  # pixel pairs swept (relation_kl_loss: B·N² after pooling), for ns_per_pair
     note: str = ""
     kwargs: dict = field(default_factory=dict)
+
+    def flops(self, mode: str) -> float:
+        return self.gemm_flops * GEMMS_PER_MODE[mode]
 
 
 def _features(b: int, cs: int, ct: int, h: int, w: int, ht: int | None = None, wt: int | None = None):
@@ -55,6 +78,20 @@ def _gemm_flops(b: int, c: int, n: int) -> float:
     return 2.0 * b * c * c * n
 
 
+def _cwd_reference(ys: torch.Tensor, yt: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    from relkd_bench.losses import cwd_loss  # the one definition (MONAI is imported with it)
+
+    return cwd_loss(ys, yt, temperature)
+
+
+def _has_monai() -> bool:
+    try:
+        import monai  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 PROVIDERS: dict[str, dict[str, Callable]] = {
     "affinity_loss": {
         "native": ops.affinity_loss,
@@ -64,6 +101,7 @@ PROVIDERS: dict[str, dict[str, Callable]] = {
     "gram_loss": {"native": ops.gram_loss, "reference": ops.gram_loss_reference},
     "kd_logits_loss": {"native": ops.kd_logits_loss, "reference": ops.kd_logits_loss_reference},
     "relation_kl_loss": {"native": ops.relation_kl_loss, "reference": ops.relation_kl_loss_reference},
+    "cwd_loss": {"reference": _cwd_reference},
 }
 
 
@@ -83,9 +121,15 @@ def cases(quick: bool = False) -> list[Case]:
                 "B=4 C=128 32x32",
                 _features(4, 128, 128, 32, 32),
                 ("native", "reference", "gemm"),
-                flops=4 * _gemm_flops(4, 128, 1024),
+                gemm_flops=_gemm_flops(4, 128, 1024),
             ),
-            Case("kd_logits_loss", "B=4 K=2 128x128", _features(4, 2, 2, 128, 128), ("native", "reference")),
+            Case(
+                "kd_logits_loss",
+                "B=4 K=2 128x128",
+                _features(4, 2, 2, 128, 128),
+                ("native", "reference", "copy"),
+                memory_bound=True,
+            ),
             Case(
                 "relation_kl_loss",
                 "B=2 C=64 32x32",
@@ -121,19 +165,35 @@ def cases(quick: bool = False) -> list[Case]:
             "B=8 C=256 64x64",
             _features(8, 256, 256, 64, 64),
             ("native", "reference", *compiled, "gemm"),
-            flops=4 * _gemm_flops(8, 256, 4096),
+            gemm_flops=_gemm_flops(8, 256, 4096),
         ),
         Case(
             "kd_logits_loss",
             "B=8 K=2 384x384",
             _features(8, 2, 2, 384, 384),
-            ("native", "reference", *compiled),
+            ("native", "reference", *compiled, "copy"),
+            memory_bound=True,
         ),
         Case(
             "kd_logits_loss",
             "B=8 K=8 384x384",
             _features(8, 8, 8, 384, 384),
-            ("native", "reference", *compiled),
+            ("native", "reference", *compiled, "copy"),
+            memory_bound=True,
+        ),
+        *(
+            [
+                Case(
+                    "cwd_loss",
+                    "B=8 K=2 384x384",
+                    _features(8, 2, 2, 384, 384),
+                    ("reference", *compiled, "copy"),
+                    memory_bound=True,
+                    note="no native op: eager formula of relkd_bench.losses.cwd_loss (docs/benchmarks.md)",
+                )
+            ]
+            if _has_monai()
+            else []
         ),
         Case(
             "relation_kl_loss",
@@ -182,9 +242,13 @@ def make_runner(case: Case, provider: str, mode: str, device: torch.device) -> C
     kwargs = dict(case.kwargs)
     if kwargs.get("labels") == "binary":
         kwargs["labels"] = (fs[:, 0] > 0).long()
-    if provider == "gemm":  # the roofline: the definition's 4 GEMM-equivalents (case.flops) as 4 plain bmms
+    if provider == "gemm":  # the GEMM-equivalents of the mode (Case.flops) as plain bmms
         xs = fs.flatten(2)
-        return lambda: [torch.bmm(xs, xs.transpose(1, 2)) for _ in range(4)]
+        return lambda: [torch.bmm(xs, xs.transpose(1, 2)) for _ in range(GEMMS_PER_MODE[mode])]
+    if provider == "copy":  # a copy reads and writes: half the mode's bytes each way
+        src = torch.empty(TENSOR_PASSES_PER_MODE[mode] * fs.numel() // 2, dtype=fs.dtype, device=device)
+        dst = torch.empty_like(src)
+        return lambda: dst.copy_(src)
     fn = PROVIDERS[case.op]["reference" if provider == "compiled" else provider]
     if provider == "compiled":
         fn = torch.compile(fn, dynamic=False)
@@ -195,13 +259,14 @@ def make_runner(case: Case, provider: str, mode: str, device: torch.device) -> C
                 return fn(fs, ft, **kwargs)
 
         return run
-    leaves = (fs.clone().requires_grad_(), ft.clone().requires_grad_())
+    leaves = (fs.clone().requires_grad_(), ft.clone().requires_grad_(mode == "fwd+bwd"))
+    wrt = leaves if mode == "fwd+bwd" else leaves[:1]
 
-    def run_fwd_bwd():
+    def run_backward():
         loss = fn(*leaves, **kwargs)
-        return torch.autograd.grad(loss, leaves)
+        return torch.autograd.grad(loss, wrt)
 
-    return run_fwd_bwd
+    return run_backward
 
 
 def _sync(device: torch.device) -> None:
@@ -276,56 +341,62 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _time_row(case: Case, provider: str, mode: str, device: torch.device, repeats: int) -> dict:
+    run = make_runner(case, provider, mode, device)
+    times = time_ms(run, device, repeats, warmup=2 if provider == "compiled" else 1)
+    row = {
+        "op": case.op,
+        "shape": case.shape,
+        "mode": mode,
+        "provider": provider,
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "peak_extra_mb": peak_extra_mb(run, device),
+        "repeats": repeats,
+    }
+    if case.gemm_flops and provider != "copy":
+        row["gflops"] = case.flops(mode) / (row["median_ms"] * 1e6)
+    if case.pairs and provider not in ROOFLINES:
+        row["ns_per_pair"] = row["median_ms"] * 1e6 / case.pairs
+    print(
+        f"{case.op:16s} {case.shape:26s} {mode:8s} {provider:10s} {row['median_ms']:10.2f} ms "
+        f"{row['peak_extra_mb']:9.1f} MiB",
+        flush=True,
+    )
+    return row
+
+
+def _ratios(rows: list[dict]) -> None:
+    """Per case, in place: speed-up and memory ratio against the eager reference of the same mode, the
+    fraction of the mode's roofline reached, and a distill row's time over its fwd+bwd time."""
+    by = {(r["mode"], r["provider"]): r for r in rows}
+    for r in rows:
+        if r["provider"] in ROOFLINES:
+            continue
+        base = by.get((r["mode"], "reference"))
+        if base:
+            r["speedup_vs_eager"] = base["median_ms"] / r["median_ms"]
+            if r["peak_extra_mb"] > 0:
+                r["memory_vs_eager"] = base["peak_extra_mb"] / r["peak_extra_mb"]
+        roof = by.get((r["mode"], "gemm")) or by.get((r["mode"], "copy"))
+        if roof:
+            r["roofline_fraction"] = roof["median_ms"] / r["median_ms"]
+        full = by.get(("fwd+bwd", r["provider"]))
+        if r["mode"] == "distill" and full:
+            r["vs_fwd_bwd"] = r["median_ms"] / full["median_ms"]
+
+
 def run_all(quick: bool, device: torch.device, repeats: int, skip: tuple[str, ...] = ()) -> list[dict]:
     rows = []
     for case in cases(quick):
         case = replace(case, providers=tuple(p for p in case.providers if p not in skip))
-        for mode in ("fwd", "fwd+bwd"):
-            base = None
-            for provider in case.providers:
-                if provider == "gemm" and mode == "fwd":
-                    continue
-                run = make_runner(case, provider, mode, device)
-                times = time_ms(run, device, repeats, warmup=2 if provider == "compiled" else 1)
-                row = {
-                    "op": case.op,
-                    "shape": case.shape,
-                    "mode": mode,
-                    "provider": provider,
-                    "median_ms": statistics.median(times),
-                    "min_ms": min(times),
-                    "peak_extra_mb": peak_extra_mb(run, device),
-                    "repeats": repeats,
-                }
-                if provider == "reference":
-                    base = row
-                if case.flops and provider == "gemm":
-                    row["gflops"] = case.flops / (row["median_ms"] * 1e6)
-                elif case.flops and provider != "gemm" and mode == "fwd+bwd":
-                    row["gflops"] = case.flops / (row["median_ms"] * 1e6)
-                if case.pairs:
-                    row["ns_per_pair"] = row["median_ms"] * 1e6 / case.pairs
-                rows.append(row)
-                print(
-                    f"{case.op:15s} {case.shape:26s} {mode:8s} {provider:10s} {row['median_ms']:10.2f} ms "
-                    f"{row['peak_extra_mb']:9.1f} MiB",
-                    flush=True,
-                )
-            for row in rows:
-                if base and row["op"] == case.op and row["shape"] == case.shape and row["mode"] == mode:
-                    row["speedup_vs_eager"] = base["median_ms"] / row["median_ms"]
-                    if row["peak_extra_mb"] > 0:
-                        row["memory_vs_eager"] = base["peak_extra_mb"] / row["peak_extra_mb"]
-            if case.note:
-                rows.append(
-                    {
-                        "op": case.op,
-                        "shape": case.shape,
-                        "mode": mode,
-                        "provider": "reference",
-                        "note": case.note,
-                    }
-                )
+        mine = [_time_row(case, provider, mode, device, repeats)
+                for mode in MODES for provider in case.providers]
+        _ratios(mine)
+        rows += mine
+        if case.note:
+            rows += [{"op": case.op, "shape": case.shape, "mode": mode, "provider": "reference",
+                      "note": case.note} for mode in MODES]
     return rows
 
 
@@ -340,6 +411,9 @@ COLUMNS = [
     "speedup_vs_eager",
     "memory_vs_eager",
     "gflops",
+    "roofline_fraction",
+    "vs_fwd_bwd",
+    "overhead_vs_no_kd",
     "ns_per_pair",
     "repeats",
     "note",
@@ -372,33 +446,68 @@ def write_csv(rows: list[dict], path: Path, device: torch.device) -> None:
     os.replace(f.name, path)
 
 
+def _print_summary(rows: list[dict]) -> None:
+    print("\nfwd+bwd speed-up and memory ratio vs eager; distill time over fwd+bwd; share of the roofline:")
+    for row in rows:
+        if row.get("provider") in ("reference", None, *ROOFLINES) or "median_ms" not in row:
+            continue
+        parts = [f"{row['op']:16s} {row['shape']:26s} {row['mode']:8s} {row['provider']:9s}"]
+        if row["mode"] == "fwd+bwd" and "speedup_vs_eager" in row:
+            parts.append(f"{row['speedup_vs_eager']:6.1f}x faster")
+        if row["mode"] == "fwd+bwd" and "memory_vs_eager" in row:
+            parts.append(f"{row['memory_vs_eager']:7.1f}x less memory")
+        if "vs_fwd_bwd" in row:
+            parts.append(f"distill = {row['vs_fwd_bwd']:.2f}x fwd+bwd")
+        if "roofline_fraction" in row:
+            parts.append(f"{100 * row['roofline_fraction']:.0f} % of roofline")
+        if len(parts) > 1:
+            print("  " + " ".join(parts))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m relkd_bench.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, no torch.compile (a demo)")
-    parser.add_argument("--out", type=Path, help="write ops_<device>.csv into this folder")
+    parser.add_argument("--out", type=Path, help="write ops_<device>.csv (and step_<device>.csv) here")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed repeats per case (default 5, quick 3)"
     )
     parser.add_argument("--skip", nargs="*", default=(), help="providers to leave out, e.g. compiled")
+    parser.add_argument("--step", nargs="*", metavar="PRESET",
+                        help="also the training-step benchmark of these presets (no name: quick real)")
+    parser.add_argument("--only-step", action="store_true", help="the training-step benchmark alone")
+    parser.add_argument("--profile-step", metavar="VARIANT",
+                        help="print the profiler table of one step of VARIANT (first --step preset) and exit")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    repeats = args.repeats or (3 if args.quick else 5)
+    presets = (args.step or ["quick", "real"]) if args.step is not None or args.only_step else []
     print(f"relkd ops benchmark on {machine()} (torch {torch.__version__}, backend {ops.backend()})")
-    rows = run_all(args.quick, device, args.repeats or (3 if args.quick else 5), tuple(args.skip))
-    print("\nspeed-up and memory ratio vs the eager reference (fwd+bwd):")
-    for row in rows:
-        if row["mode"] == "fwd+bwd" and row.get("provider") not in ("reference", None) and "median_ms" in row:
-            speed = row.get("speedup_vs_eager")
-            mem = row.get("memory_vs_eager")
-            print(
-                f"  {row['op']:15s} {row['shape']:26s} {row['provider']:9s} "
-                f"{'' if speed is None else f'{speed:6.1f}x faster'} "
-                f"{'' if mem is None else f'{mem:7.1f}x less memory'}"
-            )
-    if args.out:
-        path = args.out / f"ops_{device.type}.csv"
-        write_csv(rows, path, device)
-        print(f"wrote {path}")
+    if args.profile_step:
+        from relkd_bench.bench_step import profile_step
+
+        print(profile_step((presets or ["quick"])[0], args.profile_step, device))
+        return
+    if not args.only_step:
+        rows = run_all(args.quick, device, repeats, tuple(args.skip))
+        _print_summary(rows)
+        if args.out:
+            path = args.out / f"ops_{device.type}.csv"
+            write_csv(rows, path, device)
+            print(f"wrote {path}")
+    if presets:
+        from relkd_bench.bench_step import step_rows
+
+        steps = [r for preset in presets for r in step_rows(preset, device, repeats)]
+        print("\ntraining step, overhead over the no-KD step (teacher forward excluded):")
+        for r in steps:
+            if "overhead_vs_no_kd" in r:
+                print(f"  {r['shape']:32s} {r['mode']:22s} {r['median_ms']:9.1f} ms "
+                      f"{100 * r['overhead_vs_no_kd']:+6.1f} %")
+        if args.out:
+            path = args.out / f"step_{device.type}.csv"
+            write_csv(steps, path, device)
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

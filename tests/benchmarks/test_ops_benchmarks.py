@@ -1,23 +1,23 @@
 """pytest-benchmark suite of the relkd ops (``pytest tests/benchmarks --benchmark-only``).
 
-Groups are "<op> <shape> <mode>"; providers: native, reference (eager), compiled (torch.compile of the
-reference), dual (plain-PyTorch Gram-dual affinity), gemm (roofline). Peak extra memory through the torch
-allocator goes to extra_info. The same cases, with ratios against eager, go to one CSV through
+Groups are "<op> <shape> <mode>" (modes fwd, fwd+bwd, distill: student grad only); providers: native,
+reference (eager), compiled (torch.compile of the reference), dual (plain-PyTorch Gram-dual affinity),
+gemm and copy (rooflines). Peak extra memory through the torch allocator goes to extra_info. The same
+cases, with ratios against eager, go to one CSV through
 ``python -m relkd_bench.bench --out results/benchmarks``.
 """
 
 import pytest
 import torch
 
-from relkd_bench.bench import cases, make_runner, peak_extra_mb
+from relkd_bench.bench import MODES, cases, make_runner, peak_extra_mb
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 PARAMS = [
     pytest.param(case, provider, mode, id=f"{case.op}[{case.shape}]-{mode}-{provider}")
     for case in cases()
-    for mode in ("fwd", "fwd+bwd")
+    for mode in MODES
     for provider in case.providers
-    if not (provider == "gemm" and mode == "fwd")
 ]
 
 
@@ -29,8 +29,8 @@ def test_ops(benchmark, case, provider, mode):
     benchmark.extra_info.update(
         provider=provider, device=str(DEVICE), peak_extra_mb=peak_extra_mb(run, DEVICE)
     )
-    if case.flops and mode == "fwd+bwd":
-        benchmark.extra_info["flops"] = case.flops
+    if case.gemm_flops:
+        benchmark.extra_info["flops"] = case.flops(mode)
     if case.pairs:
         benchmark.extra_info["pixel_pairs"] = case.pairs
     if DEVICE.type == "cuda":
