@@ -222,3 +222,26 @@ def test_live_progress_lines_carry_worker_and_trial(tmp_path):
     assert out.getvalue().splitlines() == ["[worker 1] trial 0 [student] epoch 1/2 loss 0.5000",
                                            "[worker 1] trial 1 [student] epoch 1/2 loss 0.5000"]
     assert lines[0] == "[t] trial 0 started (seed=0|modules=none)"
+
+
+def test_best_trial_of_a_search_becomes_a_named_method(tmp_path):
+    """--best: the best trial by the objective (source validation), its searched keys as overrides."""
+    from relkd_bench.ablate.best import best_method, methods_yaml
+
+    km = {"type": "float", "low": 0.01, "high": 1.0, "log": True, "off_switch": True}
+    space = {"distill.lambda_km": km,
+             "distill.temperature": {"type": "float", "low": 1.0, "high": 8.0}}
+    spec = spec_from_dict({"name": "w", "objective": "smoke", "sampler": "tpe", "n_trials": 5, "seed": 3,
+                           "overrides": {"data.heldout": "HK"}, "search_space": space})
+    store = make_storage(str(tmp_path / "j.log"), "w")
+    run_worker(spec, store, lambda trial, plan: plan.overrides["distill.temperature"], log=lambda s: None)
+    study = optuna.load_study(study_name="w", storage=store.storage)
+    best, overrides = best_method(study, spec)
+    assert best.value == max(t.value for t in study.trials)
+    assert set(overrides) == {"distill.lambda_km", "distill.temperature"}  # not the fixed data.heldout
+    assert overrides["distill.temperature"] == best.value
+    block = yaml.safe_load(methods_yaml(study, spec, "tuned"))
+    assert block == {"methods": {"tuned": overrides}}
+    spec_from_dict({"name": "e", "objective": "smoke", **block, "grid": {"method": ["no-KD", "tuned"]}})
+    with pytest.raises(ValueError, match="search study"):
+        best_method(study, _spec())

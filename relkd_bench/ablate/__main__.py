@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 
+from relkd_bench.ablate.best import methods_yaml
 from relkd_bench.ablate.objectives import REPO
 from relkd_bench.ablate.spec import AblationSpec, load_spec
 from relkd_bench.ablate.storage import STORAGE_ENV, make_storage, redact
@@ -63,7 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tables/figures folder (default runs/studies/<study>/report)")
     p.add_argument("--no-report", action="store_true", help="do not write tables afterwards")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch progress lines")
+    p.add_argument("--best", metavar="NAME",
+                   help="print the best finished trial of a TPE study as a `methods:` entry named NAME "
+                        "and exit (for a spec that evaluates it on other folds)")
     return p
+
+
+def _print_best(args: argparse.Namespace, spec: AblationSpec, name: str) -> int:
+    store = make_storage(args.storage, name)
+    print(methods_yaml(optuna.load_study(study_name=name, storage=store.storage), spec, args.best), end="")
+    return 0
 
 
 def _run(args: argparse.Namespace, spec: AblationSpec, config: Path, name: str) -> int:
@@ -116,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     config = args.config or default_config()
     try:
         spec = load_spec(config)
+        if args.best:
+            return _print_best(args, spec, args.study_name or spec.name)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         return _run(args, spec, config, args.study_name or spec.name)
     except KeyboardInterrupt:
