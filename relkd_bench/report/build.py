@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 
+from relkd_bench.ablate.spec import MODULE_SETS
 from relkd_bench.report.collect import provenance, write_trials_csv
 from relkd_bench.report.figures import dice_vs_gflops, optuna_figures, per_site_bars
 from relkd_bench.report.qualitative import qualitative_figure
@@ -37,7 +38,9 @@ def _tables(rows: Sequence[dict[str, Any]], profile_csv: Path, references: Seque
             "Spacing approximate: the PROMISE12 example set has no header; its spacing is a nominal field "
             "of view per site (relkd_bench.data.importers.PROMISE12_NOMINAL), so millimetres here are "
             "approximate. Dice does not depend on spacing.")
-    return [dice_table(rows), modules_table(rows), efficiency_table(profile_csv, used), hd95,
+    module_sets = {str(r.get("method")) for r in rows} & set(MODULE_SETS[1:])
+    modules = [modules_table(rows)] if module_sets else []  # a method study has no module columns
+    return [dice_table(rows), *modules, efficiency_table(profile_csv, used), hd95,
             paired_table(rows), *[paired_table(rows, ref) for ref in references], *class_tables(rows)]
 
 
