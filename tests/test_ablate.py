@@ -110,7 +110,8 @@ def test_tpe_enqueues_the_baseline_and_respects_the_total(tmp_path):
     store, plans = make_storage(str(tmp_path / "j.log"), "w"), []
     run_worker(spec, store, lambda trial, plan: plans.append(plan) or 0.5, log=lambda s: None)
     run_worker(spec, store, lambda trial, plan: plans.append(plan) or 0.5, log=lambda s: None)
-    assert len(plans) == 4 and plans[0].baseline and plans[0].overrides["distill.lambda_km"] == 0.0
+    distinct = {repr(sorted(p.params.items())) for p in plans}  # a repeat of "off" adds no budget
+    assert len(distinct) == 4 and plans[0].baseline and plans[0].overrides["distill.lambda_km"] == 0.0
 
 
 def test_pruning_records_a_pruned_trial(tmp_path):
@@ -245,3 +246,23 @@ def test_best_trial_of_a_search_becomes_a_named_method(tmp_path):
     spec_from_dict({"name": "e", "objective": "smoke", **block, "grid": {"method": ["no-KD", "tuned"]}})
     with pytest.raises(ValueError, match="search study"):
         best_method(study, _spec())
+
+
+def test_repeated_configurations_do_not_count_towards_the_trials(tmp_path):
+    """A sampler that proposes a finished configuration again gets no extra budget from it."""
+    from relkd_bench.ablate.worker import repeats
+    from relkd_bench.report.collect import DUPLICATE, rows_from_study
+
+    space = {"distill.temperature": {"type": "float", "low": 1.0, "high": 8.0}}
+    spec = spec_from_dict({"name": "r", "objective": "smoke", "sampler": "tpe", "n_trials": 3,
+                           "search_space": space})
+    store = make_storage(str(tmp_path / "j.log"), "r")
+    study = open_study(spec, store, "r", 0)
+    for _ in range(3):
+        study.enqueue_trial({"distill.temperature": 2.0})
+    run_worker(spec, store, lambda trial, plan: 0.5, log=lambda s: None)
+    trials = optuna.load_study(study_name="r", storage=store.storage).get_trials()
+    assert repeats(trials) == 2 and len(trials) == 5  # 3 distinct configurations were run
+    rows = rows_from_study(optuna.load_study(study_name="r", storage=store.storage))
+    dup = [r for r in rows if r["state"] == DUPLICATE]
+    assert len(dup) == 2 and {r["duplicate_of"] for r in dup} == {min(r["number"] for r in dup) - 1}

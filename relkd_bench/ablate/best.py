@@ -40,7 +40,9 @@ def best_method(study: optuna.Study, spec: AblationSpec) -> tuple[optuna.trial.F
 def methods_yaml(study: optuna.Study, spec: AblationSpec, name: str = "tuned") -> str:
     """A ``methods:`` block naming the best trial's settings ``name``, with where they came from."""
     best, overrides = best_method(study, spec)
-    head = (f"# the best of {len([t for t in study.trials if t.value is not None])} finished trials of study "
-            f"{study.study_name!r} (trial {best.number}, source-validation Dice {best.value:.4f}; "
-            f"{spec.source})\n")
+    states = [t.state for t in study.trials]
+    State = optuna.trial.TrialState
+    complete, pruned = states.count(State.COMPLETE), states.count(State.PRUNED)
+    head = (f"# the best of the {complete} complete trials ({pruned} pruned) of study {study.study_name!r}: "
+            f"trial {best.number}, source-validation Dice {best.value:.4f} ({spec.source})\n")
     return head + yaml.safe_dump({"methods": {name: overrides}}, sort_keys=False)

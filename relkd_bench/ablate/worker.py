@@ -179,10 +179,24 @@ def _claim_grid(study: optuna.Study, store: StudyStore, spec: AblationSpec, tota
     return None
 
 
+def repeats(trials: list[FrozenTrial]) -> int:
+    """Finished trials whose parameters repeat an earlier COMPLETE trial's: a sampler that proposes a
+    configuration again gets the earlier run back from the engine, and such repeats do not count towards
+    the requested number of trials (the report leaves them out too)."""
+    seen, n = set(), 0
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state == TrialState.COMPLETE:
+            key = repr(sorted(t.params.items()))
+            n += key in seen
+            seen.add(key)
+    return n
+
+
 def _claim_tpe(study: optuna.Study, store: StudyStore, spec: AblationSpec, total: int) -> optuna.Trial | None:
     trials = study.get_trials(deepcopy=False)
-    busy = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
-    if busy >= total:
+    n_repeats = repeats(trials)
+    busy = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials) - n_repeats
+    if busy >= total or n_repeats >= total:  # a sampler stuck on one configuration ends the study
         return None
     if not any(t.user_attrs.get("baseline") for t in trials):
         study.enqueue_trial(baseline_params(spec), user_attrs={"baseline": True})

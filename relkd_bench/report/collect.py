@@ -20,10 +20,15 @@ __all__ = ["CLASS_COLUMN", "COLUMNS", "class_columns", "provenance", "read_trial
 COLUMNS = ("number", "state", "value", "method", "student", "teacher", "seed", "heldout", "heldout_dice",
            "heldout_hd95", "heldout_assd", "teacher_heldout_dice", "teacher_heldout_hd95", "best_epoch",
            "epochs_run", "seconds", "config_hash", "commit", "data_source", "backend", "device", "hardware",
-           "datetime_complete", "worker", "cell", "error", "params", "heldout_case_dice", "checkpoint")
+           "datetime_complete", "worker", "cell", "error", "params", "heldout_case_dice", "checkpoint",
+           "duplicate_of")
+#: The row state of a finished trial whose parameters repeat an earlier finished trial's (a search that
+#: sampled one configuration again: the engine reused that run). Left out of every table and count of
+#: runs, so one training run is never counted as several seeds.
+DUPLICATE = "DUPLICATE"
 _NUM = {"value", "heldout_dice", "heldout_hd95", "heldout_assd", "teacher_heldout_dice",
         "teacher_heldout_hd95", "seconds"}
-_INT = {"number", "seed", "best_epoch", "epochs_run"}
+_INT = {"number", "seed", "best_epoch", "epochs_run", "duplicate_of"}
 _JSON = {"heldout_case_dice"}  # stored as JSON text in trials.csv
 #: Per-class held-out metrics of tasks with more than 2 classes (``heldout_dice_c1``, …): extra columns.
 CLASS_COLUMN = re.compile(r"^heldout_(dice|hd95|assd)_c\d+$")
@@ -68,6 +73,20 @@ def rows_from_study(study: optuna.Study) -> list[dict[str, Any]]:
             row[c] = _num(row[c])
         row.update({k: _num(v) for k, v in ua.items() if CLASS_COLUMN.match(k)})
         rows.append(row)
+    return mark_duplicates(rows)
+
+
+def mark_duplicates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """In place: a COMPLETE row whose ``params`` equal an earlier COMPLETE row's becomes :data:`DUPLICATE`
+    with ``duplicate_of`` = that row's number."""
+    first: dict[str, int] = {}
+    for r in sorted(rows, key=lambda r: r["number"]):
+        if r["state"] != "COMPLETE":
+            continue
+        if r["params"] in first:
+            r["state"], r["duplicate_of"] = DUPLICATE, first[r["params"]]
+        else:
+            first[r["params"]] = r["number"]
     return rows
 
 
@@ -111,10 +130,11 @@ def provenance(rows: Sequence[dict[str, Any]], study: str, storage: str) -> dict
     done = [r for r in rows if r["state"] == "COMPLETE"]
     dates = sorted(str(r["datetime_complete"]) for r in done if r.get("datetime_complete"))
     hashes = _distinct(done, "config_hash")
-    n_fail, n_pruned = (sum(r["state"] == s for r in rows) for s in ("FAIL", "PRUNED"))
+    n_fail, n_pruned, n_dup = (sum(r["state"] == s for r in rows) for s in ("FAIL", "PRUNED", DUPLICATE))
+    dup = f", {n_dup} repeats of an earlier trial's parameters" if n_dup else ""
     return {
         "study": f"{study} ({storage})",
-        "trials": f"{len(done)} complete of {len(rows)} ({n_fail} failed, {n_pruned} pruned)",
+        "trials": f"{len(done)} complete of {len(rows)} ({n_fail} failed, {n_pruned} pruned{dup})",
         "commit": ", ".join(_distinct(done, "commit")) or "unknown",
         "config hash": (", ".join(hashes) if len(hashes) <= 4 else
                         f"{len(hashes)} distinct (one per cell; see the config_hash column of trials.csv)"),
