@@ -1,19 +1,26 @@
 // Tile kernels of relation_kl_loss on the CPU, compiled once per instruction set: relation_kl.cpp includes
 // this file for the baseline ISA and relation_kl_avx2.cpp for AVX2+FMA, each inside its own namespace
-// (RELKD_ISA), and relation_kl.cpp picks one at run time. Plain C++ on raw pointers only, so no inline
-// function from another header is instantiated with the wider ISA.
+// (RELKD_ISA), and relation_kl.cpp picks one at run time. Plain C++ on raw pointers; the helpers it calls
+// (fast_math.h, the per-pair math of relation_kl_pair.h) are `static`, so no wider-ISA copy of an inline
+// function can reach a baseline caller.
 //
 // A tile holds the unscaled inner products s = X̂s_I X̂s_Jᵀ and d = X̂t_I X̂t_Jᵀ − s for rows I, columns J
 // (row-major, I.len × J.len). The exponentials, sums and weights run in float64: the KL of nearly equal rows
 // is a difference of O(δ) terms.
 #include <cstdint>
 
+#include "../common/relation_kl_pair.h"
 #include "fast_math.h"
 #include "relation_kl_tile.h"
 
 namespace relkd {
 namespace rkl_cpu {
 namespace RELKD_ISA {
+
+// The exponential of the per-pair math: branch-free, so the column loops vectorize.
+struct FastExp {
+  double operator()(double x) const { return exp_nonpositive(x); }
+};
 
 // Sum of a row buffer in kLanes independent partial sums (a strict-order reduction does not vectorize).
 inline double lane_sum(const double* __restrict__ v, int64_t len) {
@@ -45,9 +52,8 @@ void sums_tile(const W* __restrict__ s, const W* __restrict__ d, const TileSpan&
     const double ms_i = ms[i], mt_i = mt[i];
     for (int64_t c = 0; c < nj; ++c) {
       const double sv = static_cast<double>(srow[c]) * inv_tau, dv = static_cast<double>(drow[c]) * inv_tau;
-      es[c] = exp_nonpositive(sv - ms_i);
-      et[c] = exp_nonpositive(sv + dv - mt_i);
-      ed[c] = et[c] * dv;
+      const rkl_pair::SumTerms e = rkl_pair::sum_terms(sv, dv, ms_i, mt_i, FastExp{});
+      es[c] = e.es, et[c] = e.et, ed[c] = e.ed;
     }
     sum_s[i] += lane_sum(es, nj), sum_t[i] += lane_sum(et, nj), acc[i] += lane_sum(ed, nj);
     if (span.diagonal) continue;
@@ -56,8 +62,8 @@ void sums_tile(const W* __restrict__ s, const W* __restrict__ d, const TileSpan&
     } else {
       for (int64_t c = 0; c < nj; ++c) {
         const double sv = static_cast<double>(srow[c]) * inv_tau, dv = static_cast<double>(drow[c]) * inv_tau;
-        const double e_t = exp_nonpositive(sv + dv - mt_j[c]);
-        cs[c] += exp_nonpositive(sv - ms_j[c]), ct[c] += e_t, ca[c] += e_t * dv;
+        const rkl_pair::SumTerms e = rkl_pair::sum_terms(sv, dv, ms_j[c], mt_j[c], FastExp{});
+        cs[c] += e.es, ct[c] += e.et, ca[c] += e.ed;
       }
     }
   }
@@ -84,13 +90,11 @@ void weights_tile(W* __restrict__ s, W* __restrict__ d, const TileSpan& span, co
     const double ms_i = ms[i], mt_i = mt[i], rs_i = rs[i], rt_i = rt[i], a_i = a[i];
     for (int64_t c = 0; c < nj; ++c) {
       const double sv = static_cast<double>(srow[c]) * inv_tau, dv = static_cast<double>(drow[c]) * inv_tau;
-      const double tv = sv + dv;
-      const double es = exp_nonpositive(sv - ms_i), et = exp_nonpositive(tv - mt_i);
-      const double es_j = kUniform ? es : exp_nonpositive(sv - ms_j[c]);
-      const double et_j = kUniform ? et : exp_nonpositive(tv - mt_j[c]);
-      const double ps_i = es * rs_i, pt_i = et * rt_i, ps_j = es_j * rs_j[c], pt_j = et_j * rt_j[c];
-      gs[c] = (ps_i - pt_i) + (ps_j - pt_j);
-      gt[c] = pt_i * (dv - a_i) + pt_j * (dv - a_j[c]);
+      const rkl_pair::Exps e_i = rkl_pair::exps(sv, dv, ms_i, mt_i, FastExp{});
+      const rkl_pair::Exps e_j = kUniform ? e_i : rkl_pair::exps(sv, dv, ms_j[c], mt_j[c], FastExp{});
+      const rkl_pair::Probs p_i = rkl_pair::probs(e_i, rs_i, rt_i), p_j = rkl_pair::probs(e_j, rs_j[c], rt_j[c]);
+      gs[c] = rkl_pair::student_weight(p_i.ps, p_i.pt, p_j.ps, p_j.pt);
+      gt[c] = rkl_pair::teacher_weight(p_i.pt, p_j.pt, dv, a_i, a_j[c]);
     }
     for (int64_t c = 0; c < nj; ++c) srow[c] = static_cast<W>(gs[c]), drow[c] = static_cast<W>(gt[c]);
   }
