@@ -19,9 +19,8 @@ using at::Tensor;
 // is public API, and the Python functions leave the values to these checks (they only turn Python-type
 // mistakes into a TypeError naming the argument, which the schema would report as a RuntimeError).
 
-// The accepted temperature range, for every op that takes one: outside it the float64 sums lose the loss
-// (their rounding grows like eps·τ²: measured 4e-11 relative at τ = 1e3, 3e-8 at 1e4, 1.5e-4 off at 1e6)
-// or the one-hot rows leave nothing to distill.
+// The accepted temperature range, for every op that takes one: above it the float64 sums lose the loss
+// (their rounding grows like eps·τ², docs/accuracy.md), below it the one-hot rows leave nothing to distill.
 constexpr double kMinTemperature = 1e-3;
 constexpr double kMaxTemperature = 1e3;
 // The most classes affinity_loss accepts: its saved statistics hold B·K·(Cs + Ct)² numbers.

@@ -52,8 +52,8 @@ RelationRows relation_rows(const RelationKLKernels& k, const Tensor& fs, const T
 // Chain rule of x̂ = x / max(|x|, eps): gx = (g − x̂ (x̂·g)) / |x| for |x| > eps, g / eps otherwise.
 Tensor unit_rows_backward(const Tensor& f, const Tensor& g_rows, const Tensor& scale, double eps) {
   const Tensor x = flat64(f);
-  // [B, C, N] contiguous, so the gradient comes back in the input's NCHW layout (a channels-last gradient
-  // sent avg_pool2d's backward down a slow path: 2.6x the op's time at pool = 4).
+  // [B, C, N] contiguous, so the gradient comes back in the input's NCHW layout (avg_pool2d's backward, run
+  // on it when pool > 1, takes a slow path for a channels-last gradient).
   const Tensor g = g_rows.transpose(1, 2).contiguous().to(at::kDouble).mul_(scale);
   const Tensor norm = at::linalg_vector_norm(x, 2, {1}, /*keepdim=*/true);
   const Tensor proj = at::where(norm > eps, (x * g).sum(1, true) / norm.square(), 0.0);

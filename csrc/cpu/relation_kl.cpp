@@ -5,11 +5,9 @@
 // their own accumulators (O(B·N) sums; O(B·N·C) gradients, capped by kWorkspaceBytes), added up in order.
 //   - inner products: GEMMs on the tiles (MKL/OpenBLAS via at::mm): s = X̂s_I X̂s_Jᵀ and, when Cs = Ct,
 //     d = t − s = dl_I dr_Jᵀ (relkd.h) in float32 for float32 input; when Cs ≠ Ct, s and t in float64
-//     (measured, C = 64, τ = 0.1, δ = 1e-3: float32 s and t tiles put the gradients 5.6e-4 off, against the
-//     1e-4 target; the d form is within 1e-6 in a float64 emulation);
+//     (float32 s and t tiles miss the 1e-4 gradient target near the teacher: docs/accuracy.md);
 //   - exponentials, sums and weights: float64 (relation_kl_kernels.h, built for the baseline ISA and for
-//     AVX2+FMA). The KL of nearly equal rows is a difference of O(δ) terms (measured, C = 16, τ = 1:
-//     float32 exponentials with float64 sums are off by 2.4e-4 relative at δ = 1e-3).
+//     AVX2+FMA): the KL of nearly equal rows is a difference of O(δ) terms (docs/accuracy.md).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
@@ -98,8 +96,8 @@ struct Tiles {
 // Runs fn(tiles, part, b, I, J) over all block pairs I <= J of every sample in one parallel region. The
 // pairs are dealt round-robin to `parts` partitions, each accumulating into its own slice `part` of the
 // caller's workspace, which the caller then adds up in partition order: no atomics, no locks, and results
-// that do not depend on scheduling. (One region: a barrier per round of tiles costs a scheduler time slice
-// per round when the cores are shared — measured 10× slower on a loaded 2-core machine.)
+// that do not depend on scheduling. One parallel region, not one per round of tiles: a barrier per round
+// costs a scheduler time slice per round when the cores are shared.
 template <typename Fn>
 void for_tile_pairs(int64_t B, int64_t N, int64_t parts, const Tensor& like, Fn fn) {
   const int64_t nb = (N + kTile - 1) / kTile, per_sample = nb * (nb + 1) / 2;

@@ -1,12 +1,9 @@
 // relation_kl_loss on CUDA, the fused flash-attention-style sweep (DESIGN §3.4): no N×N or panel buffer,
 // only per-row statistics (forward) and the gradients (backward) touch global memory.
 //
-// EXPERIMENTAL: compiled by CI and its kernels run by the CPU emulation tests (tests/cuda_emu), but never run
-// on a GPU (none was lent to the session that wrote it), so its speed is unknown. Chosen with
-// RELKD_RELATION_KL_CUDA=fused; the default CUDA path is the panel sweep in relation_kl.cu. Verify with
-// .ci/gpu_check.sh (it runs the CUDA tests and benchmarks with both) before making it the default.
-// The kernels and their geometry are in relation_kl_fused_kernels.cuh (also run by the CPU emulation in
-// tests/cuda_emu).
+// Experimental, chosen with RELKD_RELATION_KL_CUDA=fused; the default CUDA path is the panel sweep of
+// relation_kl.cu, which was faster on the GPU (results/gpu/README.md). The kernels and their geometry are in
+// relation_kl_fused_kernels.cuh (also run by the CPU emulation in tests/cuda_emu).
 #include <ATen/Dispatch.h>
 
 #include "../relkd.h"
