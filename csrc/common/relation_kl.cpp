@@ -83,18 +83,20 @@ std::tuple<Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const
 
 std::tuple<Tensor, Tensor> relation_kl_backward(const RelationKLKernels& k, const Tensor& grad, const Tensor& fs,
                                                 const Tensor& ft, const Tensor& stats, double temperature,
-                                                double eps) {
+                                                double eps, GradMask output_mask) {
+  if (!output_mask[0] && !output_mask[1]) return {Tensor(), Tensor()};
   const double inv_tau = 1.0 / temperature;
   const RelationRows rows = relation_rows(k, fs, ft, eps, inv_tau);
   const int64_t B = fs.size(0), N = rows.xs.size(1);
   const Tensor lse_s = stats.select(1, 0), lse_t = stats.select(1, 1), kl = stats.select(1, 2);
   const Tensor ms = rows.offsets.select(1, 0), mt = rows.offsets.select(1, 1);
   const Tensor terms = at::stack({ms, mt, (ms - lse_s).exp(), (mt - lse_t).exp(), lse_t - lse_s + kl}, 1);
-  const auto [gs, gt] = k.row_grads(rows, terms.contiguous(), inv_tau);
+  const auto [gs, gt] = k.row_grads(rows, terms.contiguous(), inv_tau, output_mask);
   // dL/ds_ij carries τ²/(B·N) from the loss and 1/τ from s_ij = ⟨x̂_i, x̂_j⟩ / τ.
   const Tensor scale = grad.to(at::kDouble) * (temperature / static_cast<double>(B * N));  // no host sync
   const auto chain = k.rows_backward != nullptr ? k.rows_backward : &unit_rows_backward;
-  return {chain(fs, gs, scale, eps), chain(ft, gt, scale, eps)};
+  return {output_mask[0] ? chain(fs, gs, scale, eps) : Tensor(),
+          output_mask[1] ? chain(ft, gt, scale, eps) : Tensor()};
 }
 
 }  // namespace relkd

@@ -71,8 +71,9 @@ void sums_tile(const W* __restrict__ s, const W* __restrict__ d, const TileSpan&
   for (int64_t c = 0; c < nj; ++c) sum_s[j0 + c] += cs[c], sum_t[j0 + c] += ct[c], acc[j0 + c] += ca[c];
 }
 
-// Backward: overwrites s, d with G_s, G_t (G_ij = W_ij + W_ji, W from the statistics of each row).
-template <typename W, bool kUniform>
+// Backward: overwrites s with G_s when kStudent and d with G_t when kTeacher (G_ij = W_ij + W_ji, W from
+// the statistics of each row). A side not asked for is neither computed nor written.
+template <typename W, bool kUniform, bool kStudent, bool kTeacher>
 void weights_tile(W* __restrict__ s, W* __restrict__ d, const TileSpan& span, const double* terms, int64_t N) {
   const int64_t i0 = span.i0, ni = span.ni, j0 = span.j0, nj = span.nj;
   const double inv_tau = span.inv_tau;
@@ -93,11 +94,25 @@ void weights_tile(W* __restrict__ s, W* __restrict__ d, const TileSpan& span, co
       const rkl_pair::Exps e_i = rkl_pair::exps(sv, dv, ms_i, mt_i, FastExp{});
       const rkl_pair::Exps e_j = kUniform ? e_i : rkl_pair::exps(sv, dv, ms_j[c], mt_j[c], FastExp{});
       const rkl_pair::Probs p_i = rkl_pair::probs(e_i, rs_i, rt_i), p_j = rkl_pair::probs(e_j, rs_j[c], rt_j[c]);
-      gs[c] = rkl_pair::student_weight(p_i.ps, p_i.pt, p_j.ps, p_j.pt);
-      gt[c] = rkl_pair::teacher_weight(p_i.pt, p_j.pt, dv, a_i, a_j[c]);
+      if (kStudent) gs[c] = rkl_pair::student_weight(p_i.ps, p_i.pt, p_j.ps, p_j.pt);
+      if (kTeacher) gt[c] = rkl_pair::teacher_weight(p_i.pt, p_j.pt, dv, a_i, a_j[c]);
     }
-    for (int64_t c = 0; c < nj; ++c) srow[c] = static_cast<W>(gs[c]), drow[c] = static_cast<W>(gt[c]);
+    if (kStudent && kTeacher) {
+      for (int64_t c = 0; c < nj; ++c) srow[c] = static_cast<W>(gs[c]), drow[c] = static_cast<W>(gt[c]);
+    } else if (kStudent) {
+      for (int64_t c = 0; c < nj; ++c) srow[c] = static_cast<W>(gs[c]);
+    } else {
+      for (int64_t c = 0; c < nj; ++c) drow[c] = static_cast<W>(gt[c]);
+    }
   }
+}
+
+// weights_tile for the sides asked for (at least one).
+template <typename W, bool kUniform>
+void weights_sides(W* s, W* d, const TileSpan& span, const double* terms, int64_t N, bool student, bool teacher) {
+  if (student && teacher) return weights_tile<W, kUniform, true, true>(s, d, span, terms, N);
+  if (student) return weights_tile<W, kUniform, true, false>(s, d, span, terms, N);
+  weights_tile<W, kUniform, false, true>(s, d, span, terms, N);
 }
 
 // The entry points relation_kl.cpp calls (one set per ISA namespace).
@@ -113,13 +128,16 @@ void sums(const double* s, const double* d, const TileSpan& span, const double* 
                : sums_tile<double, false>(s, d, span, ms, mt, sum_s, sum_t, acc);
 }
 
-void weights(float* s, float* d, const TileSpan& span, const double* terms, int64_t N) {
-  span.uniform ? weights_tile<float, true>(s, d, span, terms, N) : weights_tile<float, false>(s, d, span, terms, N);
+// student, teacher: which of G_s, G_t to form (at least one).
+void weights(float* s, float* d, const TileSpan& span, const double* terms, int64_t N, bool student, bool teacher) {
+  span.uniform ? weights_sides<float, true>(s, d, span, terms, N, student, teacher)
+               : weights_sides<float, false>(s, d, span, terms, N, student, teacher);
 }
 
-void weights(double* s, double* d, const TileSpan& span, const double* terms, int64_t N) {
-  span.uniform ? weights_tile<double, true>(s, d, span, terms, N)
-               : weights_tile<double, false>(s, d, span, terms, N);
+void weights(double* s, double* d, const TileSpan& span, const double* terms, int64_t N, bool student,
+             bool teacher) {
+  span.uniform ? weights_sides<double, true>(s, d, span, terms, N, student, teacher)
+               : weights_sides<double, false>(s, d, span, terms, N, student, teacher);
 }
 
 }  // namespace RELKD_ISA

@@ -147,7 +147,8 @@ __global__ void __launch_bounds__(kFusedThreads)
 
 // Backward: block (I, chunk, b) writes Σ_j G_ij x̂_j for rows I and the chunk's output channels, where the
 // chunks 0..chunks_s−1 cover the student's Cs channels (G = G_s) and the rest the teacher's Ct (G = G_t);
-// G_s, G_t as in relation_kl_pair.h.
+// G_s, G_t as in relation_kl_pair.h. The grid holds chunks of the wanted sides only (grad_chunks): with
+// chunks_s = 0 every block is the teacher's, and gs is not touched (it may be null); likewise gt.
 template <typename W>
 __global__ void __launch_bounds__(kFusedThreads)
     grads_kernel(RowsView<W> v, double inv_tau, const double* __restrict__ terms, int64_t chunks_s,
@@ -226,15 +227,19 @@ inline dim3 sums_grid(int64_t B, int64_t N) {
   return dim3(static_cast<unsigned>((N + kRows - 1) / kRows), static_cast<unsigned>(B));
 }
 
-// Backward: one block per (64 rows, output-channel chunk, sample); the first chunks_s chunks are the student's.
+// Backward: one block per (64 rows, output-channel chunk, sample). The chunks cover the channels of the sides
+// asked for: first the student's (`student` chunks, 0 when its gradient is not wanted), then the teacher's.
+struct GradChunks {
+  int64_t student, teacher;
+};
 template <typename W>
-int64_t student_chunks(int64_t Cs) {
-  return (Cs + Shape<W>::kOutCh - 1) / Shape<W>::kOutCh;
+GradChunks grad_chunks(int64_t Cs, int64_t Ct, bool student, bool teacher) {
+  const auto chunks = [](int64_t C) { return (C + Shape<W>::kOutCh - 1) / Shape<W>::kOutCh; };
+  return {student ? chunks(Cs) : 0, teacher ? chunks(Ct) : 0};
 }
-template <typename W>
-dim3 grads_grid(int64_t B, int64_t N, int64_t Cs, int64_t Ct) {
-  return dim3(static_cast<unsigned>((N + kRows - 1) / kRows),
-              static_cast<unsigned>(student_chunks<W>(Cs) + student_chunks<W>(Ct)), static_cast<unsigned>(B));
+inline dim3 grads_grid(int64_t B, int64_t N, GradChunks chunks) {
+  return dim3(static_cast<unsigned>((N + kRows - 1) / kRows), static_cast<unsigned>(chunks.student + chunks.teacher),
+              static_cast<unsigned>(B));
 }
 
 }  // namespace relkd::fused

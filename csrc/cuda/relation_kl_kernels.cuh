@@ -47,20 +47,27 @@ __global__ void row_sums_kernel(const W* __restrict__ s, const W* __restrict__ d
   }
 }
 
-// In place: s_ij, d_ij → G_s,ij, G_t,ij (relation_kl_pair.h), with p from each row's own statistics.
+// In place: s_ij → G_s,ij when `student`, d_ij → G_t,ij when `teacher` (relation_kl_pair.h), with p from each
+// row's own statistics. A side not asked for is neither computed nor written.
 template <typename W>
 __global__ void weights_kernel(W* __restrict__ s, W* __restrict__ dd, int64_t B, int64_t N, int64_t j0, int64_t w,
-                               double inv_tau, const double* __restrict__ terms) {
+                               double inv_tau, const double* __restrict__ terms, bool student, bool teacher) {
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < B * N * w;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = idx / w, b = row / N, i = row % N, j = j0 + idx % w;
     const double* ms = terms + 5 * b * N;
     const double *mt = ms + N, *rs = ms + 2 * N, *rt = ms + 3 * N, *a = ms + 4 * N;
     const double sv = static_cast<double>(s[idx]) * inv_tau, d = static_cast<double>(dd[idx]) * inv_tau;
+    if (!student) {  // p_s is dead code here: its exponentials are compiled away
+      const rkl_pair::Probs p_i = rkl_pair::probs(sv, d, ms[i], mt[i], rs[i], rt[i], MathExp{});
+      const rkl_pair::Probs p_j = rkl_pair::probs(sv, d, ms[j], mt[j], rs[j], rt[j], MathExp{});
+      dd[idx] = static_cast<W>(rkl_pair::teacher_weight(p_i.pt, p_j.pt, d, a[i], a[j]));
+      continue;
+    }
     const rkl_pair::Probs p_i = rkl_pair::probs(sv, d, ms[i], mt[i], rs[i], rt[i], MathExp{});
     const rkl_pair::Probs p_j = rkl_pair::probs(sv, d, ms[j], mt[j], rs[j], rt[j], MathExp{});
     s[idx] = static_cast<W>(rkl_pair::student_weight(p_i.ps, p_i.pt, p_j.ps, p_j.pt));
-    dd[idx] = static_cast<W>(rkl_pair::teacher_weight(p_i.pt, p_j.pt, d, a[i], a[j]));
+    if (teacher) dd[idx] = static_cast<W>(rkl_pair::teacher_weight(p_i.pt, p_j.pt, d, a[i], a[j]));
   }
 }
 
