@@ -40,6 +40,6 @@ TORCH_LIBRARY(relkd, m) {
   m.def(
       "relation_kl_loss(Tensor fs, Tensor ft, float temperature, float eps, bool check_finite) -> (Tensor, Tensor)");
   m.def(
-      "relation_kl_loss_backward(Tensor grad, Tensor fs, Tensor ft, Tensor stats, float temperature, float eps) "
-      "-> (Tensor, Tensor)");
+      "relation_kl_loss_backward(Tensor grad, Tensor fs, Tensor ft, Tensor stats, float temperature, float eps, "
+      "bool[2] output_mask) -> (Tensor, Tensor)");
 }

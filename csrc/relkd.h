@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <array>
 #include <initializer_list>
 #include <string>
 #include <tuple>
@@ -19,9 +20,8 @@ using at::Tensor;
 // is public API, and the Python functions leave the values to these checks (they only turn Python-type
 // mistakes into a TypeError naming the argument, which the schema would report as a RuntimeError).
 
-// The accepted temperature range, for every op that takes one: outside it the float64 sums lose the loss
-// (their rounding grows like eps·τ²: measured 4e-11 relative at τ = 1e3, 3e-8 at 1e4, 1.5e-4 off at 1e6)
-// or the one-hot rows leave nothing to distill.
+// The accepted temperature range, for every op that takes one: above it the float64 sums lose the loss
+// (their rounding grows like eps·τ², docs/accuracy.md), below it the one-hot rows leave nothing to distill.
 constexpr double kMinTemperature = 1e-3;
 constexpr double kMaxTemperature = 1e3;
 // The most classes affinity_loss accepts: its saved statistics hold B·K·(Cs + Ct)² numbers.
@@ -112,13 +112,18 @@ struct RelationRows {
   Tensor offsets;  // [B,2,N] float64: m_s, m_t
 };
 
+// Which input gradients a backward forms: {fs, ft} (the op's output_mask, as in ATen's backward ops).
+using GradMask = std::array<bool, 2>;
+
 struct RelationKLKernels {
   // Returns [B,3,N] float64: Σ_j e^{s_ij − m_s,i}, Σ_j e^{t_ij − m_t,i}, Σ_j e^{t_ij − m_t,i}(t_ij − s_ij).
   Tensor (*row_sums)(const RelationRows& rows, double inv_tau);
   // terms [B,5,N] float64: m_s, m_t, r_s = e^{m_s − lse_s}, r_t = e^{m_t − lse_t}, a = lse_t − lse_s + KL.
   // Returns Σ_j G_ij x̂_j per row (work dtype) with G = W + Wᵀ; Ws_ij = p_s,ij − p_t,ij,
-  // Wt_ij = p_t,ij (t_ij − s_ij − a_i).
-  std::tuple<Tensor, Tensor> (*row_grads)(const RelationRows& rows, const Tensor& terms, double inv_tau);
+  // Wt_ij = p_t,ij (t_ij − s_ij − a_i) (csrc/common/relation_kl_pair.h). Only the sides in `mask` (at least
+  // one) are computed; the other comes back undefined.
+  std::tuple<Tensor, Tensor> (*row_grads)(const RelationRows& rows, const Tensor& terms, double inv_tau,
+                                          GradMask mask);
   // Cs ≠ Ct with float32 (or narrower) input: take the inner products in float64 (accurate gradients as the
   // student nears the teacher; CPU) or in float32 (GPU throughput).
   bool float64_when_channels_differ;
@@ -135,8 +140,10 @@ Tensor relation_rows_backward_cpu(const Tensor& f, const Tensor& g_rows, const T
 
 std::tuple<Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const Tensor& fs, const Tensor& ft,
                                                double temperature, double eps, bool check_finite);
+// output_mask: which of the gradients w.r.t. fs, ft to compute; one not asked for is returned undefined
+// (None in Python) and none of its work is done.
 std::tuple<Tensor, Tensor> relation_kl_backward(const RelationKLKernels& k, const Tensor& grad, const Tensor& fs,
                                                 const Tensor& ft, const Tensor& stats, double temperature,
-                                                double eps);
+                                                double eps, GradMask output_mask);
 
 }  // namespace relkd

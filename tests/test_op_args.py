@@ -322,19 +322,23 @@ BACKWARD_SCRIPT = textwrap.dedent(
         }
     elif op == "rkl":
         stats = R.relation_kl_loss(fs, ft, 1.0, 1e-12, True)[1]
+        def bwd(grad=one, a=fs, b=ft, s=stats, t=1.0, eps=1e-12, mask=(True, True)):
+            return R.relation_kl_loss_backward(grad, a, b, s, t, eps, list(mask))
         cases = {
-            "teacher of another batch":
-                lambda: R.relation_kl_loss_backward(one, fs, rnd(3, 3, 4, 4), stats, 1.0, 1e-12),
-            "spatial": lambda: R.relation_kl_loss_backward(one, fs, ft[..., :2], stats, 1.0, 1e-12),
-            "issue 16 shapes": lambda: R.relation_kl_loss_backward(one, big, small, stats, 1.0, 1e-12),
-            "stats of another size": lambda: R.relation_kl_loss_backward(one, big, big, stats, 1.0, 1e-12),
-            "stats shape": lambda: R.relation_kl_loss_backward(one, fs, ft, stats[:, :2], 1.0, 1e-12),
-            "stats dtype": lambda: R.relation_kl_loss_backward(one, fs, ft, stats.float(), 1.0, 1e-12),
-            "T=0": lambda: R.relation_kl_loss_backward(one, fs, ft, stats, 0.0, 1e-12),
-            "T<0": lambda: R.relation_kl_loss_backward(one, fs, ft, stats, -1.0, 1e-12),
-            "T=nan": lambda: R.relation_kl_loss_backward(one, fs, ft, stats, float("nan"), 1e-12),
-            "eps=0": lambda: R.relation_kl_loss_backward(one, fs, ft, stats, 1.0, 0.0),
-            "grad shape": lambda: R.relation_kl_loss_backward(torch.ones(4), fs, ft, stats, 1.0, 1e-12),
+            "teacher of another batch": lambda: bwd(b=rnd(3, 3, 4, 4)),
+            "spatial": lambda: bwd(b=ft[..., :2]),
+            "issue 16 shapes": lambda: bwd(a=big, b=small),
+            "stats of another size": lambda: bwd(a=big, b=big),
+            "stats shape": lambda: bwd(s=stats[:, :2]),
+            "stats dtype": lambda: bwd(s=stats.float()),
+            "T=0": lambda: bwd(t=0.0),
+            "T<0": lambda: bwd(t=-1.0),
+            "T=nan": lambda: bwd(t=float("nan")),
+            "eps=0": lambda: bwd(eps=0.0),
+            "grad shape": lambda: bwd(grad=torch.ones(4)),
+            "grad shape, student gradient only": lambda: bwd(grad=torch.ones(4), mask=(True, False)),
+            "stats shape, teacher gradient only": lambda: bwd(s=stats[:, :2], mask=(False, True)),
+            "T=0, no gradient asked for": lambda: bwd(t=0.0, mask=(False, False)),
         }
     else:
         labels = y.clone(); labels[:, 0] = 1

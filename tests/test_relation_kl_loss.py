@@ -44,9 +44,10 @@ def test_rejects_unknown_rows_path(monkeypatch):
 
 @pytest.mark.parametrize("cs,ct", [(3, 3), (4, 6)])
 def test_opcheck(cs, ct, cpu_rows):
+    """Also with one side's gradient only (the backward's output_mask: None for the other)."""
     fs, ft = features(2, cs, ct, 5, 4)
-    for requires_grad in (False, True):
-        args = (fs.requires_grad_(requires_grad), ft.requires_grad_(requires_grad), 0.5, 1e-12, True)
+    for grad_s, grad_t in [(False, False), (True, True), (True, False), (False, True)]:
+        args = (fs.requires_grad_(grad_s), ft.requires_grad_(grad_t), 0.5, 1e-12, True)
         torch.library.opcheck(torch.ops.relkd.relation_kl_loss.default, args)
 
 
@@ -56,6 +57,70 @@ def test_gradcheck_float64(cs, ct, tau, cpu_rows):
     fs, ft = features(2, cs, ct, 3, 4)
     fs.requires_grad_(), ft.requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: relation_kl_loss(a, b, tau), (fs, ft))
+
+
+@pytest.mark.parametrize("cs,ct", [(3, 3), (2, 5)])
+def test_gradcheck_float64_student_only(cs, ct, cpu_rows):
+    """A detached teacher, as in distillation: the backward forms the student's gradient alone."""
+    fs, ft = features(2, cs, ct, 3, 4)
+    assert torch.autograd.gradcheck(lambda a: relation_kl_loss(a, ft, 0.5), (fs.requires_grad_(),))
+
+
+# The gradients asked for (the backward's output_mask) for each side's requires_grad.
+MASKS = {"student": (True, False), "teacher": (False, True), "both": (True, True)}
+
+
+def masked_grads(fn, fs, ft, mask, *args):
+    """Gradients of fn(fs, ft, *args) w.r.t. the sides in mask; the other side does not require grad."""
+    leaves = [f.detach().clone().requires_grad_(m) for f, m in zip((fs, ft), mask)]
+    wanted = [leaf for leaf, m in zip(leaves, mask) if m]
+    return torch.autograd.grad(fn(*leaves, *args), wanted)
+
+
+@pytest.mark.parametrize("wanted", list(MASKS))
+@pytest.mark.parametrize("cs,ct,dtype", [(5, 5, torch.float64), (3, 7, torch.float64), (6, 6, torch.float32)])
+def test_only_the_gradients_asked_for(wanted, cs, ct, dtype, cpu_rows):
+    """Student only (a detached teacher), teacher only, both: each gradient is the reference's."""
+    fs, ft = features(2, cs, ct, 6, 5, dtype=dtype)
+    got = masked_grads(relation_kl_loss, fs, ft, MASKS[wanted], 0.5)
+    want = masked_grads(relation_kl_loss_reference, fs.double(), ft.double(), MASKS[wanted], 0.5)
+    assert len(got) == len(want) == sum(MASKS[wanted])
+    for a, e in zip(got, want):
+        assert rel_err(a.double(), e) < (1e-9 if dtype == torch.float64 else 1e-4)
+
+
+@pytest.mark.parametrize("wanted", list(MASKS))
+def test_backward_op_returns_none_for_a_gradient_not_asked_for(wanted, cpu_rows):
+    """The raw op with output_mask: a masked-out gradient is None (ATen's convention, as in
+    native_batch_norm_backward), the other is exactly the one of the full backward."""
+    fs, ft = features(2, 4, 6, 5, 4)
+    _, stats = torch.ops.relkd.relation_kl_loss(fs, ft, 0.5, 1e-12, True)
+    one = torch.tensor(1.0, dtype=fs.dtype)
+    full = torch.ops.relkd.relation_kl_loss_backward(one, fs, ft, stats, 0.5, 1e-12, [True, True])
+    got = torch.ops.relkd.relation_kl_loss_backward(one, fs, ft, stats, 0.5, 1e-12, list(MASKS[wanted]))
+    for g, f, m in zip(got, full, MASKS[wanted]):
+        assert (g is not None and torch.equal(g, f)) if m else g is None
+    none = torch.ops.relkd.relation_kl_loss_backward(one, fs, ft, stats, 0.5, 1e-12, [False, False])
+    assert tuple(none) == (None, None)
+
+
+def _backward_gemms(mask) -> int:
+    """The aten::addmm_ calls of one backward (the CPU tiles' G·X̂ products), with one thread."""
+    fs, ft = features(2, 3, 3, 20, 20)
+    _, stats = torch.ops.relkd.relation_kl_loss(fs, ft, 0.5, 1e-12, True)
+    one = torch.tensor(1.0, dtype=fs.dtype)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        torch.ops.relkd.relation_kl_loss_backward(one, fs, ft, stats, 0.5, 1e-12, list(mask))
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::addmm_")
+
+
+def test_a_gradient_not_asked_for_is_not_computed():
+    """The masked side's tile GEMMs never run: each side alone makes half the calls of both."""
+    torch.set_num_threads(1)  # parallel_for runs on the profiled thread (the conftest fixture restores it)
+    both = _backward_gemms((True, True))
+    assert both > 0
+    assert _backward_gemms((True, False)) == _backward_gemms((False, True)) == both // 2
+    assert _backward_gemms((False, False)) == 0
 
 
 @pytest.mark.parametrize("tau", [0.1, 0.5, 1.0, 4.0])
@@ -223,6 +288,20 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(compiled(fs, ft), f(fs, ft))
 
 
+def test_torch_compile_student_gradient_only():
+    """A compiled backward with a detached teacher (the fake backward returns None for ft)."""
+    fs, ft = features(2, 4, 6, 5, 5, dtype=torch.float32)
+
+    def f(a, b):
+        return relation_kl_loss(a, b.detach(), 0.5)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    a, b = fs.clone().requires_grad_(), fs.clone().requires_grad_()
+    compiled(a, ft).backward()
+    f(b, ft).backward()
+    torch.testing.assert_close(a.grad, b.grad)
+
+
 BAD_INPUTS = [
     (lambda fs, ft: relation_kl_loss(fs[0], ft), ValueError, "fs must be 4-D"),
     (lambda fs, ft: relation_kl_loss(fs, ft[:1]), ValueError, "batch sizes differ"),
@@ -309,6 +388,24 @@ def test_cuda_rejects_unknown_path(monkeypatch):
     fs, ft = features(1, 2, 2, 3, 3, dtype=torch.float32)
     with pytest.raises(ValueError, match="RELKD_RELATION_KL_CUDA"):
         relation_kl_loss(fs.cuda(), ft.cuda())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("wanted", list(MASKS))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_only_the_gradients_asked_for(cuda_path, wanted, dtype):
+    """Student only, teacher only, both on each CUDA sweep; the raw op returns None for a side not wanted."""
+    fs, ft = features(2, 8, 24, 9, 13)
+    cuda = lambda a, b, tau: relation_kl_loss(a.cuda().to(dtype), b.cuda().to(dtype), tau)  # noqa: E731
+    got = masked_grads(cuda, fs, ft, MASKS[wanted], 0.5)
+    want = masked_grads(relation_kl_loss_reference, fs, ft, MASKS[wanted], 0.5)
+    for a, e in zip(got, want):
+        assert rel_err(a.cpu().double(), e) < (1e-9 if dtype == torch.float64 else 1e-3)
+    x, y = fs.cuda(), ft.cuda()
+    _, stats = torch.ops.relkd.relation_kl_loss(x, y, 0.5, 1e-12, True)
+    one = torch.tensor(1.0, dtype=x.dtype, device=x.device)
+    out = torch.ops.relkd.relation_kl_loss_backward(one, x, y, stats, 0.5, 1e-12, list(MASKS[wanted]))
+    assert [g is not None for g in out] == list(MASKS[wanted])
 
 
 @pytest.mark.cuda

@@ -65,7 +65,9 @@ def expected(rows, inv_tau):
     return sums, terms, gs, gt
 
 
-def emulate(harness, tmp_path, path, fs, ft, tau, work, panel_width=0, sanitizer="address"):
+def emulate(harness, tmp_path, path, fs, ft, tau, work, panel_width=0, sanitizer="address", mask="both"):
+    """(sums, gs, gt) from the kernels and from the dense formulas; with mask "student" or "teacher" (the
+    backward's output_mask) the kernels' other gradient is None: the harness writes no file for it."""
     rows = relation_rows(fs, ft, tau, work)
     sums_ref, terms, gs_ref, gt_ref = expected(rows, 1.0 / tau)
     for name, t in rows.items():
@@ -77,10 +79,12 @@ def emulate(harness, tmp_path, path, fs, ft, tau, work, panel_width=0, sanitizer
     dtype = {torch.float32: "float", torch.float64: "double"}[work]
     run(
         harness[sanitizer],
-        [path, dtype, *map(str, (B, N, Cs, Ct, K2)), repr(1.0 / tau), str(panel_width or N), str(tmp_path)],
+        [path, dtype, *map(str, (B, N, Cs, Ct, K2)), repr(1.0 / tau), str(panel_width or N), mask]
+        + [str(tmp_path)],
     )
     sums = load(tmp_path, "sums", torch.float64, (B, 3, N))
-    gs, gt = load(tmp_path, "gs", work, (B, N, Cs)), load(tmp_path, "gt", work, (B, N, Ct))
+    gs = load(tmp_path, "gs", work, (B, N, Cs)) if (tmp_path / "gs.bin").exists() else None
+    gt = load(tmp_path, "gt", work, (B, N, Ct)) if (tmp_path / "gt.bin").exists() else None
     return (sums, gs, gt), (sums_ref, gs_ref, gt_ref)
 
 
@@ -133,3 +137,34 @@ def test_no_races_between_barriers(harness, tmp_path, path):
     )
     for a, e in zip(got, want):
         assert rel_err(a, e) < 2e-5
+
+
+@pytest.mark.parametrize("mask", ["student", "teacher"])
+@pytest.mark.parametrize("shape", [(2, 40, 40, 9, 9), (1, 8, 40, 9, 15)], ids=["same_c", "channels_differ"])
+@pytest.mark.parametrize("path", ["fused", "panels"])
+def test_only_the_gradient_asked_for(harness, tmp_path, path, shape, mask):
+    """The backward's output_mask: the wanted gradient matches, the other side is never touched (the fused
+    kernel gets a null output for it, so a write would be an AddressSanitizer report; the panel weights kernel
+    must leave its panel unchanged, which the harness checks) and none is written."""
+    B, Cs, Ct, H, W = shape
+    fs, ft = features(B, Cs, H, W, 7), features(B, Ct, H, W, 8)
+    width = 40 if path == "panels" else 0
+    (sums, gs, gt), (sums_ref, gs_ref, gt_ref) = emulate(
+        harness, tmp_path, path, fs, ft, 0.5, torch.float32, panel_width=width, mask=mask
+    )
+    assert rel_err(sums, sums_ref) < 2e-5
+    got, want, other = (gs, gs_ref, gt) if mask == "student" else (gt, gt_ref, gs)
+    assert other is None
+    assert rel_err(got, want) < 2e-5
+
+
+@pytest.mark.parametrize("mask", ["student", "teacher"])
+@pytest.mark.parametrize("path", ["fused", "panels"])
+def test_one_gradient_has_no_races(harness, tmp_path, path, mask):
+    """ThreadSanitizer over a grid of one side's chunks only."""
+    fs, ft = features(1, 40, 9, 9, 9), features(1, 24, 9, 9, 10)
+    (_, gs, gt), (_, gs_ref, gt_ref) = emulate(
+        harness, tmp_path, path, fs, ft, 1.0, torch.float32, panel_width=40, sanitizer="thread", mask=mask
+    )
+    got, want = (gs, gs_ref) if mask == "student" else (gt, gt_ref)
+    assert rel_err(got, want) < 2e-5

@@ -52,8 +52,8 @@ RelationRows relation_rows(const RelationKLKernels& k, const Tensor& fs, const T
 // Chain rule of x̂ = x / max(|x|, eps): gx = (g − x̂ (x̂·g)) / |x| for |x| > eps, g / eps otherwise.
 Tensor unit_rows_backward(const Tensor& f, const Tensor& g_rows, const Tensor& scale, double eps) {
   const Tensor x = flat64(f);
-  // [B, C, N] contiguous, so the gradient comes back in the input's NCHW layout (a channels-last gradient
-  // sent avg_pool2d's backward down a slow path: 2.6x the op's time at pool = 4).
+  // [B, C, N] contiguous, so the gradient comes back in the input's NCHW layout (avg_pool2d's backward, run
+  // on it when pool > 1, takes a slow path for a channels-last gradient).
   const Tensor g = g_rows.transpose(1, 2).contiguous().to(at::kDouble).mul_(scale);
   const Tensor norm = at::linalg_vector_norm(x, 2, {1}, /*keepdim=*/true);
   const Tensor proj = at::where(norm > eps, (x * g).sum(1, true) / norm.square(), 0.0);
@@ -83,18 +83,20 @@ std::tuple<Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const
 
 std::tuple<Tensor, Tensor> relation_kl_backward(const RelationKLKernels& k, const Tensor& grad, const Tensor& fs,
                                                 const Tensor& ft, const Tensor& stats, double temperature,
-                                                double eps) {
+                                                double eps, GradMask output_mask) {
+  if (!output_mask[0] && !output_mask[1]) return {Tensor(), Tensor()};
   const double inv_tau = 1.0 / temperature;
   const RelationRows rows = relation_rows(k, fs, ft, eps, inv_tau);
   const int64_t B = fs.size(0), N = rows.xs.size(1);
   const Tensor lse_s = stats.select(1, 0), lse_t = stats.select(1, 1), kl = stats.select(1, 2);
   const Tensor ms = rows.offsets.select(1, 0), mt = rows.offsets.select(1, 1);
   const Tensor terms = at::stack({ms, mt, (ms - lse_s).exp(), (mt - lse_t).exp(), lse_t - lse_s + kl}, 1);
-  const auto [gs, gt] = k.row_grads(rows, terms.contiguous(), inv_tau);
+  const auto [gs, gt] = k.row_grads(rows, terms.contiguous(), inv_tau, output_mask);
   // dL/ds_ij carries τ²/(B·N) from the loss and 1/τ from s_ij = ⟨x̂_i, x̂_j⟩ / τ.
   const Tensor scale = grad.to(at::kDouble) * (temperature / static_cast<double>(B * N));  // no host sync
   const auto chain = k.rows_backward != nullptr ? k.rows_backward : &unit_rows_backward;
-  return {chain(fs, gs, scale, eps), chain(ft, gt, scale, eps)};
+  return {output_mask[0] ? chain(fs, gs, scale, eps) : Tensor(),
+          output_mask[1] ? chain(ft, gt, scale, eps) : Tensor()};
 }
 
 }  // namespace relkd

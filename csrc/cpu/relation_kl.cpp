@@ -5,11 +5,9 @@
 // their own accumulators (O(B·N) sums; O(B·N·C) gradients, capped by kWorkspaceBytes), added up in order.
 //   - inner products: GEMMs on the tiles (MKL/OpenBLAS via at::mm): s = X̂s_I X̂s_Jᵀ and, when Cs = Ct,
 //     d = t − s = dl_I dr_Jᵀ (relkd.h) in float32 for float32 input; when Cs ≠ Ct, s and t in float64
-//     (measured, C = 64, τ = 0.1, δ = 1e-3: float32 s and t tiles put the gradients 5.6e-4 off, against the
-//     1e-4 target; the d form is within 1e-6 in a float64 emulation);
+//     (float32 s and t tiles miss the 1e-4 gradient target near the teacher: docs/accuracy.md);
 //   - exponentials, sums and weights: float64 (relation_kl_kernels.h, built for the baseline ISA and for
-//     AVX2+FMA). The KL of nearly equal rows is a difference of O(δ) terms (measured, C = 16, τ = 1:
-//     float32 exponentials with float64 sums are off by 2.4e-4 relative at δ = 1e-3).
+//     AVX2+FMA): the KL of nearly equal rows is a difference of O(δ) terms (docs/accuracy.md).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
@@ -33,8 +31,8 @@ namespace rkl_cpu {
 namespace avx2 {
 void sums(const float*, const float*, const TileSpan&, const double*, const double*, double*, double*, double*);
 void sums(const double*, const double*, const TileSpan&, const double*, const double*, double*, double*, double*);
-void weights(float*, float*, const TileSpan&, const double*, int64_t);
-void weights(double*, double*, const TileSpan&, const double*, int64_t);
+void weights(float*, float*, const TileSpan&, const double*, int64_t, bool, bool);
+void weights(double*, double*, const TileSpan&, const double*, int64_t, bool, bool);
 }  // namespace avx2
 #endif
 
@@ -49,11 +47,11 @@ void sums(const W* s, const W* d, const TileSpan& span, const double* ms, const 
 }
 
 template <typename W>
-void weights(W* s, W* d, const TileSpan& span, const double* terms, int64_t N) {
+void weights(W* s, W* d, const TileSpan& span, const double* terms, int64_t N, GradMask mask) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx2_fma()) return avx2::weights(s, d, span, terms, N);
+  if (cpu_has_avx2_fma()) return avx2::weights(s, d, span, terms, N, mask[0], mask[1]);
 #endif
-  baseline::weights(s, d, span, terms, N);
+  baseline::weights(s, d, span, terms, N, mask[0], mask[1]);
 }
 
 constexpr int64_t kWorkspaceBytes = int64_t{32} << 20;  // per-partition accumulators, all together
@@ -98,8 +96,8 @@ struct Tiles {
 // Runs fn(tiles, part, b, I, J) over all block pairs I <= J of every sample in one parallel region. The
 // pairs are dealt round-robin to `parts` partitions, each accumulating into its own slice `part` of the
 // caller's workspace, which the caller then adds up in partition order: no atomics, no locks, and results
-// that do not depend on scheduling. (One region: a barrier per round of tiles costs a scheduler time slice
-// per round when the cores are shared — measured 10× slower on a loaded 2-core machine.)
+// that do not depend on scheduling. One parallel region, not one per round of tiles: a barrier per round
+// costs a scheduler time slice per round when the cores are shared.
 template <typename Fn>
 void for_tile_pairs(int64_t B, int64_t N, int64_t parts, const Tensor& like, Fn fn) {
   const int64_t nb = (N + kTile - 1) / kTile, per_sample = nb * (nb + 1) / 2;
@@ -153,30 +151,38 @@ Tensor row_sums_impl(const RelationRows& rows, double inv_tau) {
   return reduce_parts(ws);
 }
 
+// The gradient workspace [parts, B, N, C] of one side, or an undefined tensor when that side is masked out.
+Tensor side_workspace(bool wanted, int64_t parts, const Tensor& x) {
+  return wanted ? at::zeros({parts, x.size(0), x.size(1), x.size(2)}, x.options()) : Tensor();
+}
+
+// Row i += Σ_j G_ij x̂_j over the tile; off the diagonal, row j += Σ_i G_ij x̂_i as well.
+void add_tile_grads(const Tensor& g, const Tensor& G, const Tensor& x, Block I, Block J) {
+  g.narrow(0, I.lo, I.len).addmm_(G, x.narrow(0, J.lo, J.len));
+  if (I.lo != J.lo) g.narrow(0, J.lo, J.len).addmm_(G.t(), x.narrow(0, I.lo, I.len));
+}
+
+// Only the sides in `mask` (at least one) are formed: the other's weights, GEMMs and workspace are skipped.
 template <typename W>
-std::tuple<Tensor, Tensor> row_grads_impl(const RelationRows& rows, const Tensor& terms, double inv_tau) {
+std::tuple<Tensor, Tensor> row_grads_impl(const RelationRows& rows, const Tensor& terms, double inv_tau,
+                                          GradMask mask) {
   const Tensor &xs = rows.xs, &xt = rows.xt;
   const int64_t B = xs.size(0), N = xs.size(1), Cs = xs.size(2), Ct = xt.size(2);
-  const int64_t parts = partitions(B, N, B * N * (Cs + Ct) * static_cast<int64_t>(sizeof(W)));
-  Tensor ws_s = at::zeros({parts, B, N, Cs}, xs.options()), ws_t = at::zeros({parts, B, N, Ct}, xt.options());
+  const int64_t channels = (mask[0] ? Cs : 0) + (mask[1] ? Ct : 0);
+  const int64_t parts = partitions(B, N, B * N * channels * static_cast<int64_t>(sizeof(W)));
+  Tensor ws_s = side_workspace(mask[0], parts, xs), ws_t = side_workspace(mask[1], parts, xt);
   const double* m = terms.data_ptr<double>();
   for_tile_pairs(B, N, parts, xs, [&](Tiles& tiles, int64_t part, int64_t b, int64_t bi, int64_t bj) {
     Tensor vs, vd;
     const Block I = block(bi, N), J = block(bj, N);
-    const Tensor xsb = xs[b], xtb = xt[b], gs = ws_s[part][b], gt = ws_t[part][b];
     tiles.compute(rows, b, I, J, vs, vd);
     const double* tb = m + b * 5 * N;
     weights<W>(vs.data_ptr<W>(), vd.data_ptr<W>(), span_of(I, J, uniform(tb, I, J) && uniform(tb + N, I, J), inv_tau),
-               tb, N);
-    // Row i gets Σ_j G_ij x̂_j; off the diagonal, row j gets Σ_i G_ij x̂_i as well.
-    gs.narrow(0, I.lo, I.len).addmm_(vs, xsb.narrow(0, J.lo, J.len));
-    gt.narrow(0, I.lo, I.len).addmm_(vd, xtb.narrow(0, J.lo, J.len));
-    if (bi != bj) {
-      gs.narrow(0, J.lo, J.len).addmm_(vs.t(), xsb.narrow(0, I.lo, I.len));
-      gt.narrow(0, J.lo, J.len).addmm_(vd.t(), xtb.narrow(0, I.lo, I.len));
-    }
+               tb, N, mask);
+    if (mask[0]) add_tile_grads(ws_s[part][b], vs, xs[b], I, J);
+    if (mask[1]) add_tile_grads(ws_t[part][b], vd, xt[b], I, J);
   });
-  return {reduce_parts(ws_s), reduce_parts(ws_t)};
+  return {mask[0] ? reduce_parts(ws_s) : Tensor(), mask[1] ? reduce_parts(ws_t) : Tensor()};
 }
 
 Tensor row_sums_cpu(const RelationRows& rows, double inv_tau) {
@@ -184,9 +190,10 @@ Tensor row_sums_cpu(const RelationRows& rows, double inv_tau) {
                                               : row_sums_impl<float>(rows, inv_tau);
 }
 
-std::tuple<Tensor, Tensor> row_grads_cpu(const RelationRows& rows, const Tensor& terms, double inv_tau) {
-  return rows.xs.scalar_type() == at::kDouble ? row_grads_impl<double>(rows, terms, inv_tau)
-                                              : row_grads_impl<float>(rows, terms, inv_tau);
+std::tuple<Tensor, Tensor> row_grads_cpu(const RelationRows& rows, const Tensor& terms, double inv_tau,
+                                         GradMask mask) {
+  return rows.xs.scalar_type() == at::kDouble ? row_grads_impl<double>(rows, terms, inv_tau, mask)
+                                              : row_grads_impl<float>(rows, terms, inv_tau, mask);
 }
 
 constexpr RelationKLKernels kCpuKernels{&row_sums_cpu, &row_grads_cpu, /*float64_when_channels_differ=*/true,
@@ -208,10 +215,10 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& fs, const Tensor& ft, doubl
 }
 
 std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& fs, const Tensor& ft, const Tensor& stats,
-                                        double temperature, double eps) {
+                                        double temperature, double eps, GradMask output_mask) {
   check_relation_kl_backward_args(grad, fs, ft, stats, temperature, eps);
   check_cpu_dtype("relation_kl_loss_backward", fs);
-  return relation_kl_backward(cpu_kernels(), grad, fs, ft, stats, temperature, eps);
+  return relation_kl_backward(cpu_kernels(), grad, fs, ft, stats, temperature, eps, output_mask);
 }
 
 }  // namespace

@@ -1,19 +1,26 @@
 // Tile kernels of relation_kl_loss on the CPU, compiled once per instruction set: relation_kl.cpp includes
 // this file for the baseline ISA and relation_kl_avx2.cpp for AVX2+FMA, each inside its own namespace
-// (RELKD_ISA), and relation_kl.cpp picks one at run time. Plain C++ on raw pointers only, so no inline
-// function from another header is instantiated with the wider ISA.
+// (RELKD_ISA), and relation_kl.cpp picks one at run time. Plain C++ on raw pointers; the helpers it calls
+// (fast_math.h, the per-pair math of relation_kl_pair.h) are `static`, so no wider-ISA copy of an inline
+// function can reach a baseline caller.
 //
 // A tile holds the unscaled inner products s = X̂s_I X̂s_Jᵀ and d = X̂t_I X̂t_Jᵀ − s for rows I, columns J
 // (row-major, I.len × J.len). The exponentials, sums and weights run in float64: the KL of nearly equal rows
 // is a difference of O(δ) terms.
 #include <cstdint>
 
+#include "../common/relation_kl_pair.h"
 #include "fast_math.h"
 #include "relation_kl_tile.h"
 
 namespace relkd {
 namespace rkl_cpu {
 namespace RELKD_ISA {
+
+// The exponential of the per-pair math: branch-free, so the column loops vectorize.
+struct FastExp {
+  double operator()(double x) const { return exp_nonpositive(x); }
+};
 
 // Sum of a row buffer in kLanes independent partial sums (a strict-order reduction does not vectorize).
 inline double lane_sum(const double* __restrict__ v, int64_t len) {
@@ -45,9 +52,8 @@ void sums_tile(const W* __restrict__ s, const W* __restrict__ d, const TileSpan&
     const double ms_i = ms[i], mt_i = mt[i];
     for (int64_t c = 0; c < nj; ++c) {
       const double sv = static_cast<double>(srow[c]) * inv_tau, dv = static_cast<double>(drow[c]) * inv_tau;
-      es[c] = exp_nonpositive(sv - ms_i);
-      et[c] = exp_nonpositive(sv + dv - mt_i);
-      ed[c] = et[c] * dv;
+      const rkl_pair::SumTerms e = rkl_pair::sum_terms(sv, dv, ms_i, mt_i, FastExp{});
+      es[c] = e.es, et[c] = e.et, ed[c] = e.ed;
     }
     sum_s[i] += lane_sum(es, nj), sum_t[i] += lane_sum(et, nj), acc[i] += lane_sum(ed, nj);
     if (span.diagonal) continue;
@@ -56,8 +62,8 @@ void sums_tile(const W* __restrict__ s, const W* __restrict__ d, const TileSpan&
     } else {
       for (int64_t c = 0; c < nj; ++c) {
         const double sv = static_cast<double>(srow[c]) * inv_tau, dv = static_cast<double>(drow[c]) * inv_tau;
-        const double e_t = exp_nonpositive(sv + dv - mt_j[c]);
-        cs[c] += exp_nonpositive(sv - ms_j[c]), ct[c] += e_t, ca[c] += e_t * dv;
+        const rkl_pair::SumTerms e = rkl_pair::sum_terms(sv, dv, ms_j[c], mt_j[c], FastExp{});
+        cs[c] += e.es, ct[c] += e.et, ca[c] += e.ed;
       }
     }
   }
@@ -65,8 +71,9 @@ void sums_tile(const W* __restrict__ s, const W* __restrict__ d, const TileSpan&
   for (int64_t c = 0; c < nj; ++c) sum_s[j0 + c] += cs[c], sum_t[j0 + c] += ct[c], acc[j0 + c] += ca[c];
 }
 
-// Backward: overwrites s, d with G_s, G_t (G_ij = W_ij + W_ji, W from the statistics of each row).
-template <typename W, bool kUniform>
+// Backward: overwrites s with G_s when kStudent and d with G_t when kTeacher (G_ij = W_ij + W_ji, W from
+// the statistics of each row). A side not asked for is neither computed nor written.
+template <typename W, bool kUniform, bool kStudent, bool kTeacher>
 void weights_tile(W* __restrict__ s, W* __restrict__ d, const TileSpan& span, const double* terms, int64_t N) {
   const int64_t i0 = span.i0, ni = span.ni, j0 = span.j0, nj = span.nj;
   const double inv_tau = span.inv_tau;
@@ -84,16 +91,28 @@ void weights_tile(W* __restrict__ s, W* __restrict__ d, const TileSpan& span, co
     const double ms_i = ms[i], mt_i = mt[i], rs_i = rs[i], rt_i = rt[i], a_i = a[i];
     for (int64_t c = 0; c < nj; ++c) {
       const double sv = static_cast<double>(srow[c]) * inv_tau, dv = static_cast<double>(drow[c]) * inv_tau;
-      const double tv = sv + dv;
-      const double es = exp_nonpositive(sv - ms_i), et = exp_nonpositive(tv - mt_i);
-      const double es_j = kUniform ? es : exp_nonpositive(sv - ms_j[c]);
-      const double et_j = kUniform ? et : exp_nonpositive(tv - mt_j[c]);
-      const double ps_i = es * rs_i, pt_i = et * rt_i, ps_j = es_j * rs_j[c], pt_j = et_j * rt_j[c];
-      gs[c] = (ps_i - pt_i) + (ps_j - pt_j);
-      gt[c] = pt_i * (dv - a_i) + pt_j * (dv - a_j[c]);
+      const rkl_pair::Exps e_i = rkl_pair::exps(sv, dv, ms_i, mt_i, FastExp{});
+      const rkl_pair::Exps e_j = kUniform ? e_i : rkl_pair::exps(sv, dv, ms_j[c], mt_j[c], FastExp{});
+      const rkl_pair::Probs p_i = rkl_pair::probs(e_i, rs_i, rt_i), p_j = rkl_pair::probs(e_j, rs_j[c], rt_j[c]);
+      if (kStudent) gs[c] = rkl_pair::student_weight(p_i.ps, p_i.pt, p_j.ps, p_j.pt);
+      if (kTeacher) gt[c] = rkl_pair::teacher_weight(p_i.pt, p_j.pt, dv, a_i, a_j[c]);
     }
-    for (int64_t c = 0; c < nj; ++c) srow[c] = static_cast<W>(gs[c]), drow[c] = static_cast<W>(gt[c]);
+    if (kStudent && kTeacher) {
+      for (int64_t c = 0; c < nj; ++c) srow[c] = static_cast<W>(gs[c]), drow[c] = static_cast<W>(gt[c]);
+    } else if (kStudent) {
+      for (int64_t c = 0; c < nj; ++c) srow[c] = static_cast<W>(gs[c]);
+    } else {
+      for (int64_t c = 0; c < nj; ++c) drow[c] = static_cast<W>(gt[c]);
+    }
   }
+}
+
+// weights_tile for the sides asked for (at least one).
+template <typename W, bool kUniform>
+void weights_sides(W* s, W* d, const TileSpan& span, const double* terms, int64_t N, bool student, bool teacher) {
+  if (student && teacher) return weights_tile<W, kUniform, true, true>(s, d, span, terms, N);
+  if (student) return weights_tile<W, kUniform, true, false>(s, d, span, terms, N);
+  weights_tile<W, kUniform, false, true>(s, d, span, terms, N);
 }
 
 // The entry points relation_kl.cpp calls (one set per ISA namespace).
@@ -109,13 +128,16 @@ void sums(const double* s, const double* d, const TileSpan& span, const double* 
                : sums_tile<double, false>(s, d, span, ms, mt, sum_s, sum_t, acc);
 }
 
-void weights(float* s, float* d, const TileSpan& span, const double* terms, int64_t N) {
-  span.uniform ? weights_tile<float, true>(s, d, span, terms, N) : weights_tile<float, false>(s, d, span, terms, N);
+// student, teacher: which of G_s, G_t to form (at least one).
+void weights(float* s, float* d, const TileSpan& span, const double* terms, int64_t N, bool student, bool teacher) {
+  span.uniform ? weights_sides<float, true>(s, d, span, terms, N, student, teacher)
+               : weights_sides<float, false>(s, d, span, terms, N, student, teacher);
 }
 
-void weights(double* s, double* d, const TileSpan& span, const double* terms, int64_t N) {
-  span.uniform ? weights_tile<double, true>(s, d, span, terms, N)
-               : weights_tile<double, false>(s, d, span, terms, N);
+void weights(double* s, double* d, const TileSpan& span, const double* terms, int64_t N, bool student,
+             bool teacher) {
+  span.uniform ? weights_sides<double, true>(s, d, span, terms, N, student, teacher)
+               : weights_sides<double, false>(s, d, span, terms, N, student, teacher);
 }
 
 }  // namespace RELKD_ISA

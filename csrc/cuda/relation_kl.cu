@@ -69,19 +69,22 @@ Tensor row_sums_cuda(const RelationRows& rows, double inv_tau) {
   return sums;
 }
 
-std::tuple<Tensor, Tensor> row_grads_cuda(const RelationRows& rows, const Tensor& terms, double inv_tau) {
+// Only the sides in `mask` get weights, GEMMs and a gradient buffer; the other comes back undefined.
+std::tuple<Tensor, Tensor> row_grads_cuda(const RelationRows& rows, const Tensor& terms, double inv_tau,
+                                          GradMask mask) {
   const Tensor &xs = rows.xs, &xt = rows.xt;
   const int64_t B = xs.size(0), N = xs.size(1);
-  Tensor gs = at::zeros_like(xs), gt = at::zeros_like(xt);
+  Tensor gs = mask[0] ? at::zeros_like(xs) : Tensor(), gt = mask[1] ? at::zeros_like(xt) : Tensor();
   const auto stream = at::cuda::getCurrentCUDAStream();
   for_each_panel(rows, [&](int64_t j0, int64_t w, const Tensor& ps, const Tensor& pd) {
     AT_DISPATCH_FLOATING_TYPES(xs.scalar_type(), "relation_kl_loss_backward", [&] {
       panel::weights_kernel<scalar_t><<<blocks_for(B * N * w), kThreads, 0, stream>>>(
-          ps.data_ptr<scalar_t>(), pd.data_ptr<scalar_t>(), B, N, j0, w, inv_tau, terms.data_ptr<double>());
+          ps.data_ptr<scalar_t>(), pd.data_ptr<scalar_t>(), B, N, j0, w, inv_tau, terms.data_ptr<double>(), mask[0],
+          mask[1]);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-    gs.baddbmm_(ps, xs.narrow(1, j0, w));  // row i += Σ_{j ∈ J} G_s,ij x̂_j
-    gt.baddbmm_(pd, xt.narrow(1, j0, w));
+    if (mask[0]) gs.baddbmm_(ps, xs.narrow(1, j0, w));  // row i += Σ_{j ∈ J} G_s,ij x̂_j
+    if (mask[1]) gt.baddbmm_(pd, xt.narrow(1, j0, w));
   });
   return {gs, gt};
 }
@@ -103,11 +106,11 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft, doub
 }
 
 std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& fs, const Tensor& ft,
-                                         const Tensor& stats, double temperature, double eps) {
+                                         const Tensor& stats, double temperature, double eps, GradMask output_mask) {
   check_relation_kl_backward_args(grad, fs, ft, stats, temperature, eps);
   check_cuda_dtype("relation_kl_loss_backward", fs);
   const c10::cuda::CUDAGuard guard(fs.device());
-  return relation_kl_backward(cuda_kernels(), grad, fs, ft, stats, temperature, eps);
+  return relation_kl_backward(cuda_kernels(), grad, fs, ft, stats, temperature, eps, output_mask);
 }
 
 }  // namespace

@@ -1,12 +1,9 @@
 // relation_kl_loss on CUDA, the fused flash-attention-style sweep (DESIGN §3.4): no N×N or panel buffer,
 // only per-row statistics (forward) and the gradients (backward) touch global memory.
 //
-// EXPERIMENTAL: compiled by CI and its kernels run by the CPU emulation tests (tests/cuda_emu), but never run
-// on a GPU (none was lent to the session that wrote it), so its speed is unknown. Chosen with
-// RELKD_RELATION_KL_CUDA=fused; the default CUDA path is the panel sweep in relation_kl.cu. Verify with
-// .ci/gpu_check.sh (it runs the CUDA tests and benchmarks with both) before making it the default.
-// The kernels and their geometry are in relation_kl_fused_kernels.cuh (also run by the CPU emulation in
-// tests/cuda_emu).
+// Experimental, chosen with RELKD_RELATION_KL_CUDA=fused; the default CUDA path is the panel sweep of
+// relation_kl.cu, which was faster on the GPU (results/gpu/README.md). The kernels and their geometry are in
+// relation_kl_fused_kernels.cuh (also run by the CPU emulation in tests/cuda_emu).
 #include <ATen/Dispatch.h>
 
 #include "../relkd.h"
@@ -40,15 +37,18 @@ Tensor row_sums_fused(const RelationRows& rows, double inv_tau) {
   return sums;
 }
 
-std::tuple<Tensor, Tensor> row_grads_fused(const RelationRows& rows, const Tensor& terms, double inv_tau) {
+// Blocks are launched for the sides in `mask` only; the other gradient comes back undefined.
+std::tuple<Tensor, Tensor> row_grads_fused(const RelationRows& rows, const Tensor& terms, double inv_tau,
+                                           GradMask mask) {
   const int64_t B = rows.xs.size(0), N = rows.xs.size(1), Cs = rows.xs.size(2), Ct = rows.xt.size(2);
   TORCH_CHECK(B <= 65535, "relation_kl_loss (fused CUDA): batch size ", B, " exceeds the grid limit 65535");
-  Tensor gs = at::empty_like(rows.xs), gt = at::empty_like(rows.xt);
+  Tensor gs = mask[0] ? at::empty_like(rows.xs) : Tensor(), gt = mask[1] ? at::empty_like(rows.xt) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(rows.xs.scalar_type(), "relation_kl_loss_backward_fused", [&] {
-    const dim3 grid = fused::grads_grid<scalar_t>(B, N, Cs, Ct);
-    fused::grads_kernel<scalar_t><<<grid, fused::kFusedThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        view_of<scalar_t>(rows), inv_tau, terms.data_ptr<double>(), fused::student_chunks<scalar_t>(Cs),
-        gs.data_ptr<scalar_t>(), gt.data_ptr<scalar_t>());
+    const fused::GradChunks chunks = fused::grad_chunks<scalar_t>(Cs, Ct, mask[0], mask[1]);
+    fused::grads_kernel<scalar_t><<<fused::grads_grid(B, N, chunks), fused::kFusedThreads, 0,
+                                    at::cuda::getCurrentCUDAStream()>>>(
+        view_of<scalar_t>(rows), inv_tau, terms.data_ptr<double>(), chunks.student,
+        mask[0] ? gs.data_ptr<scalar_t>() : nullptr, mask[1] ? gt.data_ptr<scalar_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {gs, gt};

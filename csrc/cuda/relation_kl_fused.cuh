@@ -7,6 +7,7 @@
 namespace relkd {
 
 Tensor row_sums_fused(const RelationRows& rows, double inv_tau);
-std::tuple<Tensor, Tensor> row_grads_fused(const RelationRows& rows, const Tensor& terms, double inv_tau);
+std::tuple<Tensor, Tensor> row_grads_fused(const RelationRows& rows, const Tensor& terms, double inv_tau,
+                                           GradMask mask);
 
 }  // namespace relkd

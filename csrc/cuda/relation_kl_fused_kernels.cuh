@@ -11,7 +11,11 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/relation_kl_pair.h"
+
 namespace relkd::fused {
+
+using rkl_pair::MathExp;
 
 constexpr int kRows = 64;           // rows per block = columns per tile
 constexpr int kFusedThreads = 256;  // 16 × 16
@@ -118,10 +122,10 @@ __global__ void __launch_bounds__(kFusedThreads)
       for (int c = 0; c < 4; ++c) {
         if (i0 + ty + 16 * r >= N || j0 + tx + 16 * c >= N) continue;
         const double sv = static_cast<double>(s[r][c]) * inv_tau, dv = static_cast<double>(d[r][c]) * inv_tau;
-        const double et = exp(sv + dv - mt[r]);
-        acc[r][0] += exp(sv - ms[r]);
-        acc[r][1] += et;
-        acc[r][2] += et * dv;
+        const rkl_pair::SumTerms e = rkl_pair::sum_terms(sv, dv, ms[r], mt[r], MathExp{});
+        acc[r][0] += e.es;
+        acc[r][1] += e.et;
+        acc[r][2] += e.ed;
       }
   }
   // The 16 threads of one ty are 16 consecutive lanes of a warp: reduce over tx within those lanes.
@@ -142,8 +146,9 @@ __global__ void __launch_bounds__(kFusedThreads)
 }
 
 // Backward: block (I, chunk, b) writes Σ_j G_ij x̂_j for rows I and the chunk's output channels, where the
-// chunks 0..chunks_s−1 cover the student's Cs channels (G = G_s) and the rest the teacher's Ct (G = G_t).
-// G_s,ij = (p_s − p_t)_ij + (p_s − p_t)_ji, G_t,ij = p_t,ij (d_ij − a_i) + p_t,ji (d_ij − a_j).
+// chunks 0..chunks_s−1 cover the student's Cs channels (G = G_s) and the rest the teacher's Ct (G = G_t);
+// G_s, G_t as in relation_kl_pair.h. The grid holds chunks of the wanted sides only (grad_chunks): with
+// chunks_s = 0 every block is the teacher's, and gs is not touched (it may be null); likewise gt.
 template <typename W>
 __global__ void __launch_bounds__(kFusedThreads)
     grads_kernel(RowsView<W> v, double inv_tau, const double* __restrict__ terms, int64_t chunks_s,
@@ -179,10 +184,16 @@ __global__ void __launch_bounds__(kFusedThreads)
         double w = 0.0;
         if (i < N && j < N) {
           const double sv = static_cast<double>(s[r][c]) * inv_tau, dv = static_cast<double>(d[r][c]) * inv_tau;
-          const double tv = sv + dv;
-          const double pt_i = exp(tv - mt[i]) * rt[i], pt_j = exp(tv - mt[j]) * rt[j];
-          w = student ? (exp(sv - ms[i]) * rs[i] - pt_i) + (exp(sv - ms[j]) * rs[j] - pt_j)
-                      : pt_i * (dv - a[i]) + pt_j * (dv - a[j]);
+          // Each branch forms its own p: in the teacher's, p_s is dead code and its exponentials vanish.
+          if (student) {
+            const rkl_pair::Probs p_i = rkl_pair::probs(sv, dv, ms[i], mt[i], rs[i], rt[i], MathExp{});
+            const rkl_pair::Probs p_j = rkl_pair::probs(sv, dv, ms[j], mt[j], rs[j], rt[j], MathExp{});
+            w = rkl_pair::student_weight(p_i.ps, p_i.pt, p_j.ps, p_j.pt);
+          } else {
+            const rkl_pair::Probs p_i = rkl_pair::probs(sv, dv, ms[i], mt[i], rs[i], rt[i], MathExp{});
+            const rkl_pair::Probs p_j = rkl_pair::probs(sv, dv, ms[j], mt[j], rs[j], rt[j], MathExp{});
+            w = rkl_pair::teacher_weight(p_i.pt, p_j.pt, dv, a[i], a[j]);
+          }
         }
         g[ty + 16 * r][tx + 16 * c] = static_cast<W>(w);
       }
@@ -216,15 +227,19 @@ inline dim3 sums_grid(int64_t B, int64_t N) {
   return dim3(static_cast<unsigned>((N + kRows - 1) / kRows), static_cast<unsigned>(B));
 }
 
-// Backward: one block per (64 rows, output-channel chunk, sample); the first chunks_s chunks are the student's.
+// Backward: one block per (64 rows, output-channel chunk, sample). The chunks cover the channels of the sides
+// asked for: first the student's (`student` chunks, 0 when its gradient is not wanted), then the teacher's.
+struct GradChunks {
+  int64_t student, teacher;
+};
 template <typename W>
-int64_t student_chunks(int64_t Cs) {
-  return (Cs + Shape<W>::kOutCh - 1) / Shape<W>::kOutCh;
+GradChunks grad_chunks(int64_t Cs, int64_t Ct, bool student, bool teacher) {
+  const auto chunks = [](int64_t C) { return (C + Shape<W>::kOutCh - 1) / Shape<W>::kOutCh; };
+  return {student ? chunks(Cs) : 0, teacher ? chunks(Ct) : 0};
 }
-template <typename W>
-dim3 grads_grid(int64_t B, int64_t N, int64_t Cs, int64_t Ct) {
-  return dim3(static_cast<unsigned>((N + kRows - 1) / kRows),
-              static_cast<unsigned>(student_chunks<W>(Cs) + student_chunks<W>(Ct)), static_cast<unsigned>(B));
+inline dim3 grads_grid(int64_t B, int64_t N, GradChunks chunks) {
+  return dim3(static_cast<unsigned>((N + kRows - 1) / kRows), static_cast<unsigned>(chunks.student + chunks.teacher),
+              static_cast<unsigned>(B));
 }
 
 }  // namespace relkd::fused

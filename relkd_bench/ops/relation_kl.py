@@ -106,9 +106,11 @@ def _register() -> None:
         return fs.new_empty(()), fs.new_empty((dim_size(fs, 0), 3, n), dtype=torch.float64)
 
     @torch.library.register_fake("relkd::relation_kl_loss_backward")
-    def _(grad, fs, ft, stats, temperature, eps):
+    def _(grad, fs, ft, stats, temperature, eps, output_mask):
         fake_one_device(OP + "_backward", grad, fs, ft, stats)
-        return fs.new_empty(fs.shape), ft.new_empty(ft.shape)
+        gs = fs.new_empty(fs.shape) if output_mask[0] else None
+        gt = ft.new_empty(ft.shape) if output_mask[1] else None
+        return gs, gt
 
     def setup_context(ctx, inputs, output):
         fs, ft, temperature, eps, _ = inputs
@@ -116,8 +118,13 @@ def _register() -> None:
         ctx.args = (temperature, eps)
 
     def backward(ctx, grad, _unused):
+        # Only the gradients autograd asks for: a detached teacher (every distillation use) costs no
+        # teacher-side work in the op.
+        mask = list(ctx.needs_input_grad[:2])
+        if not any(mask):
+            return None, None, None, None, None
         fs, ft, stats = ctx.saved_tensors
-        gs, gt = torch.ops.relkd.relation_kl_loss_backward(grad, fs, ft, stats, *ctx.args)
+        gs, gt = torch.ops.relkd.relation_kl_loss_backward(grad, fs, ft, stats, *ctx.args, mask)
         return gs, gt, None, None, None
 
     torch.library.register_autograd("relkd::relation_kl_loss", backward, setup_context=setup_context)

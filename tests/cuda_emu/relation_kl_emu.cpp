@@ -1,12 +1,15 @@
 // Runs the CUDA kernels of relation_kl_loss on the CPU emulation of simt.h, on inputs written by
 // tests/test_relation_kl_loss_cuda_emu.py, with the launch geometry of the CUDA host code.
 //
-//   relation_kl_emu <path> <float|double> B N Cs Ct K2 inv_tau panel_width DIR
+//   relation_kl_emu <path> <float|double> B N Cs Ct K2 inv_tau panel_width <both|student|teacher> DIR
 //
 // <path> is "fused" (relation_kl_fused.cu) or "panels" (relation_kl.cu; panel_width columns per panel, the
-// panel GEMMs done here in plain loops). DIR holds the RelationRows of relkd.h as raw little-endian arrays:
-// xs [B,N,Cs], xt [B,N,Ct], dl and dr [B,N,K2] when K2 > 0 (work dtype), offsets [B,2,N] and terms [B,5,N]
-// (float64). Writes sums [B,3,N] (float64) and gs, gt (work dtype) to DIR.
+// panel GEMMs done here in plain loops). The mask names the backward's gradients (its output_mask). DIR holds
+// the RelationRows of relkd.h as raw little-endian arrays: xs [B,N,Cs], xt [B,N,Ct], dl and dr [B,N,K2] when
+// K2 > 0 (work dtype), offsets [B,2,N] and terms [B,5,N] (float64). Writes sums [B,3,N] (float64) and the
+// wanted ones of gs, gt (work dtype) to DIR. A side not wanted must not be touched: the fused kernel gets a
+// null output for it (a write would be reported by AddressSanitizer), and the panel weights kernel must leave
+// its panel as it was (checked here).
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -23,6 +26,7 @@ namespace {
 struct Dims {
   int64_t B, N, Cs, Ct, K2, bc;
   double inv_tau;
+  bool student, teacher;  // the gradients wanted
 };
 
 using simt::load;
@@ -51,12 +55,13 @@ void run_fused(const std::string& dir, const Dims& d) {
   simt::launch(relkd::fused::sums_grid(d.B, d.N), relkd::fused::kFusedThreads, relkd::fused::sums_kernel<W>, v,
                d.inv_tau, r.offsets.data(), sums.data());
   std::vector<W> gs(d.B * d.N * d.Cs, W(-1)), gt(d.B * d.N * d.Ct, W(-1));
-  simt::launch(relkd::fused::grads_grid<W>(d.B, d.N, d.Cs, d.Ct), relkd::fused::kFusedThreads,
-               relkd::fused::grads_kernel<W>, v, d.inv_tau, r.terms.data(), relkd::fused::student_chunks<W>(d.Cs),
-               gs.data(), gt.data());
+  const relkd::fused::GradChunks chunks = relkd::fused::grad_chunks<W>(d.Cs, d.Ct, d.student, d.teacher);
+  simt::launch(relkd::fused::grads_grid(d.B, d.N, chunks), relkd::fused::kFusedThreads,
+               relkd::fused::grads_kernel<W>, v, d.inv_tau, r.terms.data(), chunks.student,
+               d.student ? gs.data() : nullptr, d.teacher ? gt.data() : nullptr);
   save(dir, "sums", sums);
-  save(dir, "gs", gs);
-  save(dir, "gt", gt);
+  if (d.student) save(dir, "gs", gs);
+  if (d.teacher) save(dir, "gt", gt);
 }
 
 // out[b, i, j] = Σ_k A[b, i, k] · Bm[b, j0 + j, k] for j < w, accumulated in W (cuBLAS accumulates float in
@@ -96,32 +101,39 @@ void run_panels(const std::string& dir, const Dims& d) {
                      ps.data(), pd.data(), d.B * d.N, d.N, w, d.inv_tau, r.offsets.data(), sums.data());
         continue;
       }
+      const std::vector<W> ps_before = ps, pd_before = pd;
       simt::launch(relkd::blocks_for(d.B * d.N * w), relkd::kThreads, relkd::panel::weights_kernel<W>, ps.data(),
-                   pd.data(), d.B, d.N, j0, w, d.inv_tau, r.terms.data());
+                   pd.data(), d.B, d.N, j0, w, d.inv_tau, r.terms.data(), d.student, d.teacher);
+      if ((!d.student && ps != ps_before) || (!d.teacher && pd != pd_before))
+        throw std::runtime_error("weights_kernel wrote the panel of a gradient not asked for");
       for (int64_t b = 0; b < d.B; ++b)
         for (int64_t i = 0; i < d.N; ++i)
           for (int64_t j = 0; j < w; ++j) {
             const W g_s = ps[(b * d.N + i) * w + j], g_t = pd[(b * d.N + i) * w + j];
-            for (int64_t c = 0; c < d.Cs; ++c) gs[(b * d.N + i) * d.Cs + c] += g_s * r.xs[(b * d.N + j0 + j) * d.Cs + c];
-            for (int64_t c = 0; c < d.Ct; ++c) gt[(b * d.N + i) * d.Ct + c] += g_t * r.xt[(b * d.N + j0 + j) * d.Ct + c];
+            if (d.student)
+              for (int64_t c = 0; c < d.Cs; ++c) gs[(b * d.N + i) * d.Cs + c] += g_s * r.xs[(b * d.N + j0 + j) * d.Cs + c];
+            if (d.teacher)
+              for (int64_t c = 0; c < d.Ct; ++c) gt[(b * d.N + i) * d.Ct + c] += g_t * r.xt[(b * d.N + j0 + j) * d.Ct + c];
           }
     }
   save(dir, "sums", sums);
-  save(dir, "gs", gs);
-  save(dir, "gt", gt);
+  if (d.student) save(dir, "gs", gs);
+  if (d.teacher) save(dir, "gt", gt);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 11) {
-    std::fprintf(stderr, "usage: %s fused|panels float|double B N Cs Ct K2 inv_tau panel_width DIR\n", argv[0]);
+  if (argc != 12) {
+    std::fprintf(stderr, "usage: %s fused|panels float|double B N Cs Ct K2 inv_tau panel_width %s DIR\n", argv[0],
+                 "both|student|teacher");
     return 2;
   }
-  const std::string path = argv[1], dtype = argv[2], dir = argv[10];
+  const std::string path = argv[1], dtype = argv[2], mask = argv[10], dir = argv[11];
   const Dims d{std::stoll(argv[3]), std::stoll(argv[4]), std::stoll(argv[5]), std::stoll(argv[6]),
-               std::stoll(argv[7]), std::stoll(argv[9]), std::stod(argv[8])};
+               std::stoll(argv[7]), std::stoll(argv[9]), std::stod(argv[8]), mask != "teacher", mask != "student"};
   try {
+    if (mask != "both" && mask != "student" && mask != "teacher") throw std::runtime_error("unknown mask: " + mask);
     if (path == "fused" && dtype == "float") run_fused<float>(dir, d);
     else if (path == "fused" && dtype == "double") run_fused<double>(dir, d);
     else if (path == "panels" && dtype == "float") run_panels<float>(dir, d);
