@@ -10,10 +10,11 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& fs, const Tensor& ft, bool 
   return gram_loss_forward(fs, ft, check_finite);
 }
 
-std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& fs, const Tensor& ft, const Tensor& diff) {
+std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& fs, const Tensor& ft, const Tensor& diff,
+                                        std::array<bool, 2> output_mask) {
   check_gram_backward_args(grad, fs, ft, diff);
   check_cpu_dtype("gram_loss_backward", fs);
-  return gram_loss_backward(grad, fs, ft, diff);
+  return gram_loss_backward(grad, fs, ft, diff, output_mask);
 }
 
 }  // namespace

@@ -14,11 +14,11 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft, bool
 }
 
 std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& fs, const Tensor& ft,
-                                         const Tensor& diff) {
+                                         const Tensor& diff, std::array<bool, 2> output_mask) {
   check_gram_backward_args(grad, fs, ft, diff);
   check_cuda_dtype("gram_loss_backward", fs);
   const c10::cuda::CUDAGuard guard(fs.device());
-  return gram_loss_backward(grad, fs, ft, diff);
+  return gram_loss_backward(grad, fs, ft, diff, output_mask);
 }
 
 }  // namespace
