@@ -70,7 +70,12 @@ inline at::ScalarType acc_type(const Tensor& t) {
 // --- gram_loss (device generic, GEMMs only) ---------------------------------------------------
 // Every backward takes output_mask = {student, teacher} (ATen's convention): a gradient not asked for is
 // never computed and comes back undefined (None in Python).
-std::tuple<Tensor, Tensor> gram_loss_forward(const Tensor& fs, const Tensor& ft, bool check_finite);
+// M = P Eᵀ per sample, P = Xs + Xt, E = Xs − Xt, for xs, xt [B, C, N] in the accumulation dtype: the one GEMM
+// of the forward when Ns = Nt. Each device supplies it; gram_sum_diff_product is the plain ATen form.
+using GramProduct = Tensor (*)(const Tensor& xs, const Tensor& xt);
+Tensor gram_sum_diff_product(const Tensor& xs, const Tensor& xt);
+std::tuple<Tensor, Tensor> gram_loss_forward(const Tensor& fs, const Tensor& ft, bool check_finite,
+                                             GramProduct product);
 std::tuple<Tensor, Tensor> gram_loss_backward(const Tensor& grad, const Tensor& fs, const Tensor& ft,
                                               const Tensor& diff, std::array<bool, 2> output_mask);
 

@@ -129,6 +129,15 @@ def test_torch_compile_backward_teacher_detached():
     torch.testing.assert_close(a.grad, grads(gram_loss, fs, ft)[1][0])
 
 
+@pytest.mark.parametrize("b,c,n", [(1, 3, 1), (3, 5, 1000), (2, 300, 777), (5, 2, 70000)])
+def test_forward_chunks(b, c, n):
+    """The CPU forward takes P = Xs + Xt and E = Xs − Xt a chunk of pixels at a time: shapes whose pixels
+    end inside a chunk, span several, or hold more samples than threads give the float64 definition."""
+    g = torch.Generator().manual_seed(n)
+    fs, ft = (torch.randn(b, c, 1, n, generator=g, dtype=torch.float64) for _ in range(2))
+    torch.testing.assert_close(gram_loss(fs, ft), gram_loss_reference(fs, ft), rtol=1e-12, atol=1e-15)
+
+
 BAD_INPUTS = [
     (lambda fs, ft: gram_loss(fs[0], ft), ValueError, "fs must be 4-D"),
     (lambda fs, ft: gram_loss(fs, ft[None]), ValueError, "ft must be 4-D"),

@@ -4,7 +4,12 @@
 
 namespace relkd {
 
-std::tuple<Tensor, Tensor> gram_loss_forward(const Tensor& fs, const Tensor& ft, bool check_finite) {
+Tensor gram_sum_diff_product(const Tensor& xs, const Tensor& xt) {
+  return at::bmm(xs + xt, (xs - xt).transpose(1, 2));
+}
+
+std::tuple<Tensor, Tensor> gram_loss_forward(const Tensor& fs, const Tensor& ft, bool check_finite,
+                                             GramProduct product) {
   const int64_t B = fs.size(0), C = fs.size(1);
   const int64_t Ns = fs.size(2) * fs.size(3), Nt = ft.size(2) * ft.size(3);
   const auto acc = acc_type(fs);
@@ -14,7 +19,7 @@ std::tuple<Tensor, Tensor> gram_loss_forward(const Tensor& fs, const Tensor& ft,
   if (Ns == Nt) {
     // Xs Xsᵀ - Xt Xtᵀ = (P Eᵀ + E Pᵀ) / 2 with P = Xs + Xt, E = Xs - Xt: one GEMM instead of two, and
     // no cancellation between two nearly equal Grams when the student is close to the teacher.
-    const Tensor m = at::bmm(xs + xt, (xs - xt).transpose(1, 2));
+    const Tensor m = product(xs, xt);
     diff = (m + m.transpose(1, 2)).mul_(0.5 / static_cast<double>(Ns));
   } else {
     diff = at::bmm(xs, xs.transpose(1, 2)).div_(static_cast<double>(Ns));
