@@ -28,15 +28,18 @@ PyObject* PyInit__C(void) {
 TORCH_LIBRARY(relkd, m) {
   // Every forward returns the loss plus what its backward needs (small: C×C matrices, counts).
   m.def("gram_loss(Tensor fs, Tensor ft, bool check_finite) -> (Tensor, Tensor)");
-  m.def("gram_loss_backward(Tensor grad, Tensor fs, Tensor ft, Tensor diff) -> (Tensor, Tensor)");
+  m.def("gram_loss_backward(Tensor grad, Tensor fs, Tensor ft, Tensor diff, bool[2] output_mask) -> (Tensor, Tensor)");
   m.def(
       "affinity_loss(Tensor fs, Tensor ft, Tensor? labels, int num_classes, float intra_weight, "
       "float inter_weight, float eps, bool check_finite) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "affinity_loss_backward(Tensor grad, Tensor fs, Tensor ft, Tensor? labels, Tensor s1, Tensor s2, "
-      "Tensor s3, Tensor counts, float intra_weight, float inter_weight, float eps) -> (Tensor, Tensor)");
+      "Tensor s3, Tensor counts, float intra_weight, float inter_weight, float eps, bool[2] output_mask) "
+      "-> (Tensor, Tensor)");
   m.def("kd_logits_loss(Tensor zs, Tensor zt, float temperature, bool check_finite) -> Tensor");
-  m.def("kd_logits_loss_backward(Tensor grad, Tensor zs, Tensor zt, float temperature) -> (Tensor, Tensor)");
+  m.def(
+      "kd_logits_loss_backward(Tensor grad, Tensor zs, Tensor zt, float temperature, bool[2] output_mask) "
+      "-> (Tensor, Tensor)");
   m.def(
       "relation_kl_loss(Tensor fs, Tensor ft, float temperature, float eps, bool check_finite) -> (Tensor, Tensor)");
   m.def(

@@ -67,9 +67,16 @@ inline at::ScalarType acc_type(const Tensor& t) {
 }
 
 // --- gram_loss (device generic, GEMMs only) ---------------------------------------------------
-std::tuple<Tensor, Tensor> gram_loss_forward(const Tensor& fs, const Tensor& ft, bool check_finite);
+// Every backward takes output_mask = {student, teacher} (ATen's convention): a gradient not asked for is
+// never computed and comes back undefined (None in Python).
+// M = P Eᵀ per sample, P = Xs + Xt, E = Xs − Xt, for xs, xt [B, C, N] in the accumulation dtype: the one GEMM
+// of the forward when Ns = Nt. Each device supplies it; gram_sum_diff_product is the plain ATen form.
+using GramProduct = Tensor (*)(const Tensor& xs, const Tensor& xt);
+Tensor gram_sum_diff_product(const Tensor& xs, const Tensor& xt);
+std::tuple<Tensor, Tensor> gram_loss_forward(const Tensor& fs, const Tensor& ft, bool check_finite,
+                                             GramProduct product);
 std::tuple<Tensor, Tensor> gram_loss_backward(const Tensor& grad, const Tensor& fs, const Tensor& ft,
-                                              const Tensor& diff);
+                                              const Tensor& diff, std::array<bool, 2> output_mask);
 
 // --- affinity_loss -------------------------------------------------------------------------------
 // Per-device fused pixel kernels used by the device-generic affinity core.
@@ -79,7 +86,9 @@ struct AffinityKernels {
   void (*normalize)(const Tensor& xs, const Tensor& xt, double eps, bool sum_diff, Tensor& out_a,
                     Tensor& out_b);
   // Chain rule of x̂ = x / max(|x|, eps) per pixel: gx = (g - x̂ (x̂·g)) / |x|, or g / eps when
-  // |x| <= eps. In sum/diff mode the gradients w.r.t. x̂s, x̂t are ga + gb and ga - gb.
+  // |x| <= eps. In sum/diff mode the gradients w.r.t. x̂s, x̂t are ga + gb and ga - gb (both read for
+  // either side), otherwise ga and gb. An undefined gxs or gxt is a side not asked for: its chain rule is
+  // skipped, and in the dual form its incoming gradient (ga or gb) may be undefined too.
   void (*normalize_backward)(const Tensor& xs, const Tensor& xt, const Tensor& ga, const Tensor& gb,
                              double eps, bool sum_diff, Tensor& gxs, Tensor& gxt);
   // Pixels per work chunk are about chunk_elements / (Cs + Ct): the float64/float32 work buffers then
@@ -95,7 +104,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> affinity_loss_forward(
 std::tuple<Tensor, Tensor> affinity_loss_backward(
     const AffinityKernels& k, const Tensor& grad, const Tensor& fs, const Tensor& ft,
     const std::optional<Tensor>& labels, const Tensor& s1, const Tensor& s2, const Tensor& s3,
-    const Tensor& counts, double intra_weight, double inter_weight, double eps);
+    const Tensor& counts, double intra_weight, double inter_weight, double eps, std::array<bool, 2> output_mask);
 
 // --- relation_kl_loss ----------------------------------------------------------------------------
 // Per sample, unit pixel vectors as rows (x̂ [N, C]) and s_ij = ⟨x̂_i, x̂_j⟩ / τ. Row i's sums use a fixed

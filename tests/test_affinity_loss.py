@@ -26,15 +26,19 @@ def features(b, cs, ct, h, w, seed=0, dtype=torch.float64):
     )
 
 
+# Which inputs require a gradient: distillation detaches the teacher ("student").
+WANTS = {"student": (True, False), "teacher": (False, True), "both": (True, True)}
+
+
 @pytest.mark.parametrize("labeled", [False, True])
 @pytest.mark.parametrize("cs,ct", [(3, 3), (4, 6)])
 def test_opcheck(cs, ct, labeled):
     fs, ft = features(2, cs, ct, 5, 4)
     labels = torch.randint(0, 3, (2, 5, 4)) if labeled else None
-    for requires_grad in (False, True):
+    for wants in ((False, False), *WANTS.values()):
         args = (
-            fs.requires_grad_(requires_grad),
-            ft.requires_grad_(requires_grad),
+            fs.requires_grad_(wants[0]),
+            ft.requires_grad_(wants[1]),
             labels,
             3,
             0.5,
@@ -52,6 +56,53 @@ def test_gradcheck_float64(cs, ct, labeled):
     labels = torch.randint(0, 2, (2, 3, 4)) if labeled else None
     fs.requires_grad_(), ft.requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: affinity_loss(a, b, labels, 0.7, 1.6), (fs, ft))
+
+
+@pytest.mark.parametrize("wants", WANTS.values(), ids=list(WANTS))
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("labeled", [False, True])
+@pytest.mark.parametrize("cs,ct", [(6, 6), (4, 7)], ids=["sum-diff", "dual"])
+def test_only_the_gradients_asked_for(wants, dtype, tol, labeled, cs, ct):
+    """An input that needs no gradient gets None; the other gradient is the reference's (float64)."""
+    fs, ft = (x.to(dtype) for x in features(2, cs, ct, 7, 5))
+    labels = torch.randint(0, 3, (2, 7, 5), generator=torch.Generator().manual_seed(1)) if labeled else None
+    args = [x.clone().requires_grad_(w) for x, w in zip((fs, ft), wants)]
+    ref = [x.double().requires_grad_(w) for x, w in zip((fs, ft), wants)]
+    loss = affinity_loss(*args, labels, 0.7, 1.6)
+    got = torch.autograd.grad(loss, [a for a in args if a.requires_grad])
+    ref_loss = affinity_loss_reference(*ref, labels, 0.7, 1.6)
+    want = torch.autograd.grad(ref_loss, [a for a in ref if a.requires_grad])
+    for a, e in zip(got, want, strict=True):
+        assert a.dtype == dtype and rel_err(a, e) < tol
+
+
+@pytest.mark.parametrize("cs,ct", [(3, 3), (2, 5)])
+def test_gradcheck_float64_teacher_detached(cs, ct):
+    fs, ft = features(2, cs, ct, 3, 4)
+    labels = torch.randint(0, 2, (2, 3, 4))
+    assert torch.autograd.gradcheck(lambda a: affinity_loss(a, ft, labels, 0.7, 1.6), (fs.requires_grad_(),))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("cs,ct", [(3, 3), (4, 6)], ids=["sum-diff", "dual"])
+def test_backward_op_output_mask(dtype, cs, ct):
+    """torch.ops.relkd.affinity_loss_backward returns None for a gradient its mask leaves out; the other is
+    bit-identical to the unmasked call's."""
+    fs, ft = features(2, cs, ct, 5, 4, dtype=dtype)
+    labels = torch.randint(0, 3, (2, 5, 4))
+    saved = torch.ops.relkd.affinity_loss(fs, ft, labels, 3, 0.5, 2.0, 1e-12, True)[1:]
+    grad = torch.tensor(0.7, dtype=dtype)
+
+    def backward(mask):
+        return torch.ops.relkd.affinity_loss_backward(grad, fs, ft, labels, *saved, 0.5, 2.0, 1e-12, mask)
+
+    full = backward([True, True])
+    for mask in ([True, False], [False, True], [False, False]):
+        for got, expected, wanted in zip(backward(mask), full, mask, strict=True):
+            if wanted:
+                torch.testing.assert_close(got, expected, rtol=0, atol=0)
+            else:
+                assert got is None
 
 
 @pytest.mark.parametrize("b", [1, 2, 4])
@@ -172,6 +223,20 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(compiled(fs, ft), f(fs, ft))
 
 
+def test_torch_compile_backward_teacher_detached():
+    fs, ft = features(2, 4, 6, 5, 5, dtype=torch.float32)
+    labels = torch.randint(0, 2, (2, 5, 5))
+
+    def f(a, b):
+        return affinity_loss(a, b.detach(), labels, 0.5, 2.0, num_classes=2)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    a, t = fs.clone().requires_grad_(), ft.clone().requires_grad_()
+    compiled(a, t).backward()
+    assert t.grad is None
+    torch.testing.assert_close(a.grad, grads(lambda x: f(x, ft), fs)[1][0])
+
+
 BAD_INPUTS = [
     (lambda fs, ft: affinity_loss(fs[0], ft), ValueError, "fs must be 4-D"),
     (lambda fs, ft: affinity_loss(fs, ft[:1]), ValueError, "batch sizes differ"),
@@ -268,3 +333,19 @@ def test_cuda_opcheck():
     labels = torch.randint(0, 3, (2, 5, 4)).cuda()
     args = (fs.cuda().requires_grad_(), ft.cuda().requires_grad_(), labels, 3, 0.5, 2.0, 1e-12, True)
     torch.library.opcheck(torch.ops.relkd.affinity_loss.default, args)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("wants", WANTS.values(), ids=list(WANTS))
+@pytest.mark.parametrize("cs,ct", [(16, 16), (8, 32)], ids=["sum-diff", "dual"])
+def test_cuda_only_the_gradients_asked_for(wants, cs, ct):
+    fs, ft = features(2, cs, ct, 17, 16)
+    labels = torch.randint(0, 3, (2, 17, 16))
+    args = [x.cuda().float().requires_grad_(w) for x, w in zip((fs, ft), wants)]
+    ref = [x.requires_grad_(w) for x, w in zip((fs, ft), wants)]
+    loss = affinity_loss(*args, labels.cuda(), 0.5, 1.5)
+    got = torch.autograd.grad(loss, [a for a in args if a.requires_grad])
+    ref_loss = affinity_loss_reference(*ref, labels, 0.5, 1.5)
+    want = torch.autograd.grad(ref_loss, [a for a in ref if a.requires_grad])
+    for a, e in zip(got, want, strict=True):
+        assert rel_err(a.cpu(), e) < 1e-4

@@ -25,20 +25,57 @@ def features(b, c, hs, ws, ht=None, wt=None, seed=0, dtype=torch.float64):
     return fs, torch.randn(b, c, ht or hs, wt or ws, generator=g, dtype=dtype)
 
 
+# Which inputs require a gradient: distillation detaches the teacher ("student").
+WANTS = {"student": (True, False), "teacher": (False, True), "both": (True, True)}
+
+
 @pytest.mark.parametrize("same_size", [True, False])
 def test_opcheck(same_size):
     fs, ft = features(2, 3, 5, 4, *((5, 4) if same_size else (3, 6)))
-    for requires_grad in (False, True):
-        torch.library.opcheck(
-            torch.ops.relkd.gram_loss.default,
-            (fs.requires_grad_(requires_grad), ft.requires_grad_(requires_grad), True),
-        )
+    for wants in ((False, False), *WANTS.values()):
+        args = (fs.requires_grad_(wants[0]), ft.requires_grad_(wants[1]), True)
+        torch.library.opcheck(torch.ops.relkd.gram_loss.default, args)
 
 
 @pytest.mark.parametrize("same_size", [True, False])
 def test_gradcheck_float64(same_size):
     fs, ft = features(2, 3, 4, 3, *((4, 3) if same_size else (2, 5)))
     assert torch.autograd.gradcheck(gram_loss, (fs.requires_grad_(), ft.requires_grad_()))
+
+
+@pytest.mark.parametrize("wants", WANTS.values(), ids=list(WANTS))
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("same_size", [True, False])
+def test_only_the_gradients_asked_for(wants, dtype, tol, same_size):
+    """An input that needs no gradient gets None; the other gradient is the reference's (float64)."""
+    fs, ft = (x.to(dtype) for x in features(2, 8, 7, 5, *((7, 5) if same_size else (3, 4))))
+    args = [x.clone().requires_grad_(w) for x, w in zip((fs, ft), wants)]
+    ref = [x.double().requires_grad_(w) for x, w in zip((fs, ft), wants)]
+    got = torch.autograd.grad(gram_loss(*args), [a for a in args if a.requires_grad])
+    want = torch.autograd.grad(gram_loss_reference(*ref), [a for a in ref if a.requires_grad])
+    for a, e in zip(got, want, strict=True):
+        assert a.dtype == dtype and rel_err(a, e) < tol
+
+
+def test_gradcheck_float64_teacher_detached():
+    fs, ft = features(2, 3, 4, 3, 2, 5)
+    assert torch.autograd.gradcheck(lambda a: gram_loss(a, ft), (fs.requires_grad_(),))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_backward_op_output_mask(dtype):
+    """torch.ops.relkd.gram_loss_backward returns None for a gradient its mask leaves out; the other is
+    bit-identical to the unmasked call's."""
+    fs, ft = features(2, 3, 4, 4, 3, 5, dtype=dtype)
+    grad, diff = torch.tensor(0.7, dtype=dtype), torch.ops.relkd.gram_loss(fs, ft, True)[1]
+    full = torch.ops.relkd.gram_loss_backward(grad, fs, ft, diff, [True, True])
+    for mask in ([True, False], [False, True], [False, False]):
+        out = torch.ops.relkd.gram_loss_backward(grad, fs, ft, diff, mask)
+        for got, expected, wanted in zip(out, full, mask, strict=True):
+            if wanted:
+                torch.testing.assert_close(got, expected, rtol=0, atol=0)
+            else:
+                assert got is None
 
 
 @pytest.mark.parametrize("b", [1, 2, 4])
@@ -83,6 +120,24 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(compiled(fs, ft), 2 * gram_loss(fs, ft))
 
 
+def test_torch_compile_backward_teacher_detached():
+    fs, ft = features(2, 4, 5, 5, dtype=torch.float32)
+    compiled = torch.compile(lambda a, b: gram_loss(a, b.detach()), fullgraph=True, backend="aot_eager")
+    a, t = fs.clone().requires_grad_(), ft.clone().requires_grad_()
+    compiled(a, t).backward()
+    assert t.grad is None
+    torch.testing.assert_close(a.grad, grads(gram_loss, fs, ft)[1][0])
+
+
+@pytest.mark.parametrize("b,c,n", [(1, 3, 1), (3, 5, 1000), (2, 300, 777), (5, 2, 70000)])
+def test_forward_chunks(b, c, n):
+    """The CPU forward takes P = Xs + Xt and E = Xs − Xt a chunk of pixels at a time: shapes whose pixels
+    end inside a chunk, span several, or hold more samples than threads give the float64 definition."""
+    g = torch.Generator().manual_seed(n)
+    fs, ft = (torch.randn(b, c, 1, n, generator=g, dtype=torch.float64) for _ in range(2))
+    torch.testing.assert_close(gram_loss(fs, ft), gram_loss_reference(fs, ft), rtol=1e-12, atol=1e-15)
+
+
 BAD_INPUTS = [
     (lambda fs, ft: gram_loss(fs[0], ft), ValueError, "fs must be 4-D"),
     (lambda fs, ft: gram_loss(fs, ft[None]), ValueError, "ft must be 4-D"),
@@ -119,3 +174,15 @@ def test_cuda_matches_float64_reference(dtype, tol):
 def test_cuda_opcheck():
     fs, ft = features(2, 4, 5, 4)
     torch.library.opcheck(torch.ops.relkd.gram_loss.default, (fs.cuda().requires_grad_(), ft.cuda(), True))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("wants", WANTS.values(), ids=list(WANTS))
+def test_cuda_only_the_gradients_asked_for(wants):
+    fs, ft = features(2, 16, 17, 16, 9, 8)
+    args = [x.cuda().float().requires_grad_(w) for x, w in zip((fs, ft), wants)]
+    ref = [x.requires_grad_(w) for x, w in zip((fs, ft), wants)]
+    got = torch.autograd.grad(gram_loss(*args), [a for a in args if a.requires_grad])
+    want = torch.autograd.grad(gram_loss_reference(*ref), [a for a in ref if a.requires_grad])
+    for a, e in zip(got, want, strict=True):
+        assert rel_err(a.cpu(), e) < 1e-5

@@ -25,10 +25,14 @@ def logits(b, k, h, w, seed=0, dtype=torch.float64, scale=3.0):
     return tuple(scale * torch.randn(b, k, h, w, generator=g, dtype=dtype) for _ in range(2))
 
 
+# Which inputs require a gradient: distillation detaches the teacher ("student").
+WANTS = {"student": (True, False), "teacher": (False, True), "both": (True, True)}
+
+
 def test_opcheck():
     zs, zt = logits(2, 3, 5, 4)
-    for requires_grad in (False, True):
-        args = (zs.requires_grad_(requires_grad), zt.requires_grad_(requires_grad), 2.0, True)
+    for wants in ((False, False), *WANTS.values()):
+        args = (zs.requires_grad_(wants[0]), zt.requires_grad_(wants[1]), 2.0, True)
         torch.library.opcheck(torch.ops.relkd.kd_logits_loss.default, args)
 
 
@@ -38,6 +42,41 @@ def test_gradcheck_float64(temperature):
     assert torch.autograd.gradcheck(
         lambda a, b: kd_logits_loss(a, b, temperature), (zs.requires_grad_(), zt.requires_grad_())
     )
+
+
+@pytest.mark.parametrize("wants", WANTS.values(), ids=list(WANTS))
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("k", [2, 5])
+def test_only_the_gradients_asked_for(wants, dtype, tol, k):
+    """An input that needs no gradient gets None; the other gradient is the reference's (float64)."""
+    zs, zt = (x.to(dtype) for x in logits(2, k, 7, 6))
+    args = [x.clone().requires_grad_(w) for x, w in zip((zs, zt), wants)]
+    ref = [x.double().requires_grad_(w) for x, w in zip((zs, zt), wants)]
+    got = torch.autograd.grad(kd_logits_loss(*args, 2.0), [a for a in args if a.requires_grad])
+    want = torch.autograd.grad(kd_logits_loss_reference(*ref, 2.0), [a for a in ref if a.requires_grad])
+    for a, e in zip(got, want, strict=True):
+        assert a.dtype == dtype and rel_err(a, e) < tol
+
+
+def test_gradcheck_float64_teacher_detached():
+    zs, zt = logits(2, 3, 4, 3)
+    assert torch.autograd.gradcheck(lambda a: kd_logits_loss(a, zt, 2.0), (zs.requires_grad_(),))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_backward_op_output_mask(dtype):
+    """torch.ops.relkd.kd_logits_loss_backward returns None for a gradient its mask leaves out; the other is
+    bit-identical to the unmasked call's."""
+    zs, zt = (x.to(dtype) for x in logits(2, 3, 4, 4))
+    grad = torch.tensor(0.7, dtype=dtype)
+    full = torch.ops.relkd.kd_logits_loss_backward(grad, zs, zt, 2.0, [True, True])
+    for mask in ([True, False], [False, True], [False, False]):
+        out = torch.ops.relkd.kd_logits_loss_backward(grad, zs, zt, 2.0, mask)
+        for got, expected, wanted in zip(out, full, mask, strict=True):
+            if wanted:
+                torch.testing.assert_close(got, expected, rtol=0, atol=0)
+            else:
+                assert got is None
 
 
 @pytest.mark.parametrize("b", [1, 2, 4])
@@ -145,6 +184,17 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(compiled(zs, zt), kd_logits_loss(zs, zt, 2.0))
 
 
+def test_torch_compile_backward_teacher_detached():
+    zs, zt = logits(2, 3, 5, 5, dtype=torch.float32)
+    compiled = torch.compile(
+        lambda a, b: kd_logits_loss(a, b.detach(), 2.0), fullgraph=True, backend="aot_eager"
+    )
+    a, t = zs.clone().requires_grad_(), zt.clone().requires_grad_()
+    compiled(a, t).backward()
+    assert t.grad is None
+    torch.testing.assert_close(a.grad, grads(kd_logits_loss, zs, zt, 2.0)[1][0])
+
+
 BAD_INPUTS = [
     (lambda zs, zt: kd_logits_loss(zs[0], zt), ValueError, "zs must be 4-D"),
     (lambda zs, zt: kd_logits_loss(zs, zt[:1]), ValueError, "batch sizes differ"),
@@ -185,3 +235,19 @@ def test_cuda_opcheck():
     torch.library.opcheck(
         torch.ops.relkd.kd_logits_loss.default, (zs.cuda().requires_grad_(), zt.cuda(), 2.0, True)
     )
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("wants", WANTS.values(), ids=list(WANTS))
+def test_cuda_only_the_gradients_asked_for(wants):
+    zs, zt = logits(2, 4, 17, 16)
+    args = [x.cuda().float().requires_grad_(w) for x, w in zip((zs, zt), wants)]
+    ref = [x.requires_grad_(w) for x, w in zip((zs, zt), wants)]
+    got = torch.autograd.grad(kd_logits_loss(*args, 2.0), [a for a in args if a.requires_grad])
+    want = torch.autograd.grad(kd_logits_loss_reference(*ref, 2.0), [a for a in ref if a.requires_grad])
+    for a, e in zip(got, want, strict=True):
+        assert rel_err(a.cpu(), e) < 1e-5
+    out = torch.ops.relkd.kd_logits_loss_backward(
+        torch.tensor(1.0, device="cuda"), args[0].detach(), args[1].detach(), 2.0, list(wants)
+    )
+    assert [o is not None for o in out] == list(wants)

@@ -292,33 +292,35 @@ BACKWARD_SCRIPT = textwrap.dedent(
     y = torch.zeros(2, 4, 4, dtype=torch.long)
     op = sys.argv[1]
     if op == "gram":
+        M = [True, False]  # distillation's output_mask: the teacher's arguments are checked all the same
         diff = R.gram_loss(fs, ft, True)[1]
         cases = {
-            "issue 16 shapes": lambda: R.gram_loss_backward(one, big, small, torch.zeros(2, 3, 3)),
-            "batch": lambda: R.gram_loss_backward(one, fs, ft[:1], diff),
-            "channels": lambda: R.gram_loss_backward(one, fs, rnd(2, 5, 4, 4), diff),
-            "diff shape": lambda: R.gram_loss_backward(one, fs, ft, diff[:, :2]),
-            "diff of another batch": lambda: R.gram_loss_backward(one, fs[:1], ft[:1], diff),
-            "diff dtype": lambda: R.gram_loss_backward(one, fs, ft, diff.double()),
-            "grad shape": lambda: R.gram_loss_backward(torch.ones(3), fs, ft, diff),
-            "grad dtype": lambda: R.gram_loss_backward(torch.tensor(1), fs, ft, diff),
-            "dtypes": lambda: R.gram_loss_backward(one, fs, ft.double(), diff),
-            "3-D": lambda: R.gram_loss_backward(one, fs[0], ft, diff),
+            "issue 16 shapes": lambda: R.gram_loss_backward(one, big, small, torch.zeros(2, 3, 3), M),
+            "batch": lambda: R.gram_loss_backward(one, fs, ft[:1], diff, M),
+            "channels": lambda: R.gram_loss_backward(one, fs, rnd(2, 5, 4, 4), diff, M),
+            "diff shape": lambda: R.gram_loss_backward(one, fs, ft, diff[:, :2], M),
+            "diff of another batch": lambda: R.gram_loss_backward(one, fs[:1], ft[:1], diff, M),
+            "diff dtype": lambda: R.gram_loss_backward(one, fs, ft, diff.double(), M),
+            "grad shape": lambda: R.gram_loss_backward(torch.ones(3), fs, ft, diff, M),
+            "grad dtype": lambda: R.gram_loss_backward(torch.tensor(1), fs, ft, diff, M),
+            "dtypes": lambda: R.gram_loss_backward(one, fs, ft.double(), diff, M),
+            "3-D": lambda: R.gram_loss_backward(one, fs[0], ft, diff, M),
         }
     elif op == "kd":
+        M = [True, False]
         cases = {
-            "issue 16 shapes": lambda: R.kd_logits_loss_backward(one, big, small, 4.0),
-            "issue 16 shapes swapped": lambda: R.kd_logits_loss_backward(one, small, big, 4.0),
-            "classes": lambda: R.kd_logits_loss_backward(one, fs, rnd(2, 5, 4, 4), 4.0),
-            "T=0": lambda: R.kd_logits_loss_backward(one, fs, ft, 0.0),
-            "T<0": lambda: R.kd_logits_loss_backward(one, fs, ft, -2.0),
-            "T=nan": lambda: R.kd_logits_loss_backward(one, fs, ft, float("nan")),
-            "T=inf": lambda: R.kd_logits_loss_backward(one, fs, ft, float("inf")),
-            "grad shape": lambda: R.kd_logits_loss_backward(torch.ones(2, 2), fs, ft, 4.0),
-            "grad empty": lambda: R.kd_logits_loss_backward(torch.ones(0), fs, ft, 4.0),
-            "dtypes": lambda: R.kd_logits_loss_backward(one, fs, ft.double(), 4.0),
-            "int": lambda: R.kd_logits_loss_backward(one, fs.int(), ft.int(), 4.0),
-            "half": lambda: R.kd_logits_loss_backward(one, fs.half(), ft.half(), 4.0),
+            "issue 16 shapes": lambda: R.kd_logits_loss_backward(one, big, small, 4.0, M),
+            "issue 16 shapes swapped": lambda: R.kd_logits_loss_backward(one, small, big, 4.0, M),
+            "classes": lambda: R.kd_logits_loss_backward(one, fs, rnd(2, 5, 4, 4), 4.0, M),
+            "T=0": lambda: R.kd_logits_loss_backward(one, fs, ft, 0.0, M),
+            "T<0": lambda: R.kd_logits_loss_backward(one, fs, ft, -2.0, M),
+            "T=nan": lambda: R.kd_logits_loss_backward(one, fs, ft, float("nan"), M),
+            "T=inf": lambda: R.kd_logits_loss_backward(one, fs, ft, float("inf"), M),
+            "grad shape": lambda: R.kd_logits_loss_backward(torch.ones(2, 2), fs, ft, 4.0, M),
+            "grad empty": lambda: R.kd_logits_loss_backward(torch.ones(0), fs, ft, 4.0, M),
+            "dtypes": lambda: R.kd_logits_loss_backward(one, fs, ft.double(), 4.0, M),
+            "int": lambda: R.kd_logits_loss_backward(one, fs.int(), ft.int(), 4.0, M),
+            "half": lambda: R.kd_logits_loss_backward(one, fs.half(), ft.half(), 4.0, M),
         }
     elif op == "rkl":
         stats = R.relation_kl_loss(fs, ft, 1.0, 1e-12, True)[1]
@@ -342,11 +344,12 @@ BACKWARD_SCRIPT = textwrap.dedent(
         }
     else:
         labels = y.clone(); labels[:, 0] = 1
+        M = [True, False]
         out = R.affinity_loss(fs, ft, labels, 2, 1.0, 1.0, 1e-12, True)
         plain = R.affinity_loss(fs, ft, None, 1, 1.0, 1.0, 1e-12, True)
         s1, s2, s3, counts = out[1:]
         def bwd(grad=one, a=fs, b=ft, lab=labels, s=(s1, s2, s3), c=counts, w=(1.0, 1.0), eps=1e-12):
-            return R.affinity_loss_backward(grad, a, b, lab, *s, c, *w, eps)
+            return R.affinity_loss_backward(grad, a, b, lab, *s, c, *w, eps, M)
         cases = {
             "issue 16 shapes": lambda: bwd(a=big, b=small),
             "labels of another class count": lambda: bwd(lab=torch.full_like(labels, 7)),

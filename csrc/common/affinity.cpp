@@ -172,9 +172,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> affinity_loss_forward(
 std::tuple<Tensor, Tensor> affinity_loss_backward(
     const AffinityKernels& k, const Tensor& grad, const Tensor& fs, const Tensor& ft,
     const std::optional<Tensor>& labels, const Tensor& s1, const Tensor& s2, const Tensor& s3,
-    const Tensor& counts, double intra_weight, double inter_weight, double eps) {
+    const Tensor& counts, double intra_weight, double inter_weight, double eps, std::array<bool, 2> output_mask) {
+  const auto [want_s, want_t] = output_mask;
+  if (!want_s && !want_t) return {Tensor(), Tensor()};
   const int64_t B = fs.size(0), K = counts.size(1), N = fs.size(2) * fs.size(3);
   const Blocks blocks(k, fs, ft, labels, K, eps);
+  const bool sd = blocks.sum_diff();
+  // Which incoming gradients the asked-for sides need: in the sum/diff form ∂/∂x̂s = ga + gb and
+  // ∂/∂x̂t = ga − gb, so either side needs both; in the dual form ga feeds only the student, gb only the
+  // teacher, and the statistics and GEMMs of the other are never formed.
+  const bool need_ga = sd || want_s, need_gb = sd || want_t;
   const auto [wa, wc] = pair_weights(blocks.counts(), N, labels.has_value(), intra_weight, inter_weight);
   // loss_b = c·f(all columns) + (a − c)·Σ_k f(block k): the gradient of a column in block k is the
   // single-block formula with Q = c·Σ_k s + (a − c)·s_k, scaled by grad / B.
@@ -184,27 +191,29 @@ std::tuple<Tensor, Tensor> affinity_loss_backward(
     const Tensor d = ((wa - wc) * g).to(s.scalar_type()).view({B, 1, 1, 1});
     return (c * s.sum(1, true) + d * s).contiguous();
   };
-  const Tensor q1 = q(s1), q2 = q(s2), q3 = q(s3);
   // ga = X1·a + X2·b and gb = Y1·b + Y2·a, per block:
   //   sum/diff (a = P, b = E): ∂/∂P = (EEᵀ)P + MᵀE,  ∂/∂E = (PPᵀ)E + MP
   //   dual     (a = Ŝ, b = T̂): ∂/∂Ŝ = 4(ŜŜᵀ)Ŝ − 4(ŜT̂ᵀ)T̂,  ∂/∂T̂ = 4(T̂T̂ᵀ)T̂ − 4(T̂Ŝᵀ)Ŝ
+  const Tensor q2 = q(s2);
   Tensor x1, x2, y1, y2;
-  if (blocks.sum_diff()) {
-    x1 = q3, x2 = q2.transpose(-2, -1).contiguous(), y1 = q1, y2 = q2;
+  if (sd) {
+    x1 = q(s3), x2 = q2.transpose(-2, -1).contiguous(), y1 = q(s1), y2 = q2;
   } else {
-    x1 = 4.0 * q1, x2 = -4.0 * q2, y1 = 4.0 * q3, y2 = (-4.0 * q2).transpose(-2, -1).contiguous();
+    if (need_ga) x1 = 4.0 * q(s1), x2 = -4.0 * q2;
+    if (need_gb) y1 = 4.0 * q(s3), y2 = (-4.0 * q2).transpose(-2, -1).contiguous();
   }
-  Tensor gxs = at::empty({B, fs.size(1), N}, fs.options());
-  Tensor gxt = at::empty({B, ft.size(1), N}, ft.options());
+  Tensor gxs = want_s ? at::empty({B, fs.size(1), N}, fs.options()) : Tensor();
+  Tensor gxt = want_t ? at::empty({B, ft.size(1), N}, ft.options()) : Tensor();
   blocks.for_each_chunk([&](int64_t b, int64_t j, const Blocks::Chunk& c) {
-    const Tensor ga = at::mm(x1[b][j], c.a).addmm_(x2[b][j], c.b).unsqueeze(0);
-    const Tensor gb = at::mm(y1[b][j], c.b).addmm_(y2[b][j], c.a).unsqueeze(0);
-    Tensor os = at::empty_like(c.xs), ot = at::empty_like(c.xt);
-    k.normalize_backward(c.xs, c.xt, ga, gb, eps, blocks.sum_diff(), os, ot);
-    Blocks::scatter(gxs, b, c, os[0]);
-    Blocks::scatter(gxt, b, c, ot[0]);
+    const Tensor ga = need_ga ? at::mm(x1[b][j], c.a).addmm_(x2[b][j], c.b).unsqueeze(0) : Tensor();
+    const Tensor gb = need_gb ? at::mm(y1[b][j], c.b).addmm_(y2[b][j], c.a).unsqueeze(0) : Tensor();
+    Tensor os = want_s ? at::empty_like(c.xs) : Tensor(), ot = want_t ? at::empty_like(c.xt) : Tensor();
+    k.normalize_backward(c.xs, c.xt, ga, gb, eps, sd, os, ot);
+    if (want_s) Blocks::scatter(gxs, b, c, os[0]);
+    if (want_t) Blocks::scatter(gxt, b, c, ot[0]);
   });
-  return {zero_for_zero_maps(fs, gxs).view(fs.sizes()), zero_for_zero_maps(ft, gxt).view(ft.sizes())};
+  return {want_s ? zero_for_zero_maps(fs, gxs).view(fs.sizes()) : Tensor(),
+          want_t ? zero_for_zero_maps(ft, gxt).view(ft.sizes()) : Tensor()};
 }
 
 }  // namespace relkd

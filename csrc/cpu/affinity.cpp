@@ -91,18 +91,19 @@ void normalize_backward_impl(const Tensor& xs, const Tensor& xt, const Tensor& g
   const int64_t B = xs.size(0), Cs = xs.size(1), Ct = xt.size(1), N = xs.size(2);
   const T* ps = xs.data_ptr<T>();
   const T* pt = xt.data_ptr<T>();
-  const W* pa = ga.data_ptr<W>();
-  const W* pb = gb.data_ptr<W>();
-  T* os = gxs.data_ptr<T>();
-  T* ot = gxt.data_ptr<T>();
+  // An undefined output is a side not asked for (its chain rule is skipped; see AffinityKernels).
+  const W* pa = ga.defined() ? ga.data_ptr<W>() : nullptr;
+  const W* pb = gb.defined() ? gb.data_ptr<W>() : nullptr;
+  T* os = gxs.defined() ? gxs.data_ptr<T>() : nullptr;
+  T* ot = gxt.defined() ? gxt.data_ptr<T>() : nullptr;
   for_pixel_blocks(B, N, kBlock, [&](int64_t b, int64_t i0, int64_t len) {
     const int64_t s = b * Cs * N + i0, t = b * Ct * N + i0;
     if (sum_diff) {  // ∂/∂x̂s = g_P + g_E, ∂/∂x̂t = g_P − g_E
-      chain_rule(ps + s, pa + s, pb + s, 1.0, Cs, N, len, eps, os + s);
-      chain_rule(pt + t, pa + t, pb + t, -1.0, Ct, N, len, eps, ot + t);
+      if (os) chain_rule(ps + s, pa + s, pb + s, 1.0, Cs, N, len, eps, os + s);
+      if (ot) chain_rule(pt + t, pa + t, pb + t, -1.0, Ct, N, len, eps, ot + t);
     } else {
-      chain_rule(ps + s, pa + s, pa + s, 0.0, Cs, N, len, eps, os + s);
-      chain_rule(pt + t, pb + t, pb + t, 0.0, Ct, N, len, eps, ot + t);
+      if (os) chain_rule(ps + s, pa + s, pa + s, 0.0, Cs, N, len, eps, os + s);
+      if (ot) chain_rule(pt + t, pb + t, pb + t, 0.0, Ct, N, len, eps, ot + t);
     }
   });
 }
@@ -119,8 +120,9 @@ void normalize_cpu(const Tensor& xs, const Tensor& xt, double eps, bool sum_diff
 
 void normalize_backward_cpu(const Tensor& xs, const Tensor& xt, const Tensor& ga, const Tensor& gb, double eps,
                             bool sum_diff, Tensor& gxs, Tensor& gxt) {
+  const at::ScalarType work = (ga.defined() ? ga : gb).scalar_type();
   AT_DISPATCH_FLOATING_TYPES(xs.scalar_type(), "affinity_loss_backward", [&] {
-    if (ga.scalar_type() == at::kDouble) {
+    if (work == at::kDouble) {
       normalize_backward_impl<scalar_t, double>(xs, xt, ga, gb, eps, sum_diff, gxs, gxt);
     } else {
       normalize_backward_impl<scalar_t, float>(xs, xt, ga, gb, eps, sum_diff, gxs, gxt);
@@ -145,11 +147,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_cpu(const Tensor& fs,
 std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& fs, const Tensor& ft,
                                         const std::optional<Tensor>& labels, const Tensor& s1,
                                         const Tensor& s2, const Tensor& s3, const Tensor& counts,
-                                        double intra_weight, double inter_weight, double eps) {
+                                        double intra_weight, double inter_weight, double eps,
+                                        std::array<bool, 2> output_mask) {
   check_affinity_backward_args(grad, fs, ft, labels, s1, s2, s3, counts, intra_weight, inter_weight, eps);
   check_cpu_dtype("affinity_loss_backward", fs);
   return affinity_loss_backward(kCpuKernels, grad, fs, ft, labels, s1, s2, s3, counts, intra_weight,
-                                inter_weight, eps);
+                                inter_weight, eps, output_mask);
 }
 
 }  // namespace

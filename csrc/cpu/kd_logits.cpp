@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 #include "../relkd.h"
@@ -97,18 +98,23 @@ Tensor forward_impl(const Tensor& zs, const Tensor& zt, double temperature) {
       .to(zs.scalar_type());
 }
 
+// The gradients output_mask asks for, in one sweep that reads zs and zt once; a gradient not asked for is
+// neither computed nor allocated (undefined).
 template <typename T>
 std::tuple<Tensor, Tensor> backward_impl(const Tensor& grad, const Tensor& zs, const Tensor& zt,
-                                         double temperature) {
+                                         double temperature, std::array<bool, 2> output_mask) {
   const int64_t B = zs.size(0), K = zs.size(1), N = zs.size(2) * zs.size(3);
-  Tensor gs = at::empty_like(zs), gt = at::empty_like(zt);
+  Tensor gs = output_mask[0] ? at::empty_like(zs) : Tensor();
+  Tensor gt = output_mask[1] ? at::empty_like(zt) : Tensor();
+  if (!gs.defined() && !gt.defined()) return {gs, gt};
   const T* ps = zs.data_ptr<T>();
   const T* pt = zt.data_ptr<T>();
-  T* os = gs.data_ptr<T>();
-  T* ot = gt.data_ptr<T>();
+  T* os = gs.defined() ? gs.data_ptr<T>() : nullptr;
+  T* ot = gt.defined() ? gt.data_ptr<T>() : nullptr;
   const double scale = grad.item<double>() * temperature / static_cast<double>(B * N);
   for_pixel_blocks(B, K, N, [&](int64_t, int64_t off, int64_t len, KdScratch& s) {
-    backward_block(ps + off, pt + off, K, N, len, 1.0 / temperature, scale, s, os + off, ot + off);
+    backward_block(ps + off, pt + off, K, N, len, 1.0 / temperature, scale, s, os ? os + off : nullptr,
+                   ot ? ot + off : nullptr);
   });
   return {gs, gt};
 }
@@ -126,13 +132,13 @@ Tensor forward_cpu(const Tensor& zs_in, const Tensor& zt_in, double temperature,
 }
 
 std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& zs_in, const Tensor& zt_in,
-                                        double temperature) {
+                                        double temperature, std::array<bool, 2> output_mask) {
   check_kd_backward_args(grad, zs_in, zt_in, temperature);
   check_cpu_dtype("kd_logits_loss_backward", zs_in);
   const Tensor zs = zs_in.contiguous(), zt = zt_in.contiguous();
   std::tuple<Tensor, Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(zs.scalar_type(), "kd_logits_loss_backward", [&] {
-    out = backward_impl<scalar_t>(grad, zs, zt, temperature);
+    out = backward_impl<scalar_t>(grad, zs, zt, temperature, output_mask);
   });
   return out;
 }

@@ -20,8 +20,10 @@ namespace RELKD_ISA {
 inline double nan_max(double m, double v) { return (v > m || v != v) ? v : m; }
 
 // Fills s for one block of `len` pixels (pixel stride 1, class stride N); keeps the exponentials.
+// Without need_kl (the student gradient alone) s.kl and s.log_ratio are left unset.
 template <typename T>
-void block_stats(const T* zs, const T* zt, int64_t K, int64_t N, int64_t len, double inv_t, KdScratch& s) {
+void block_stats(const T* zs, const T* zt, int64_t K, int64_t N, int64_t len, double inv_t, KdScratch& s,
+                 bool need_kl = true) {
   for (int64_t i = 0; i < len; ++i) s.ms[i] = zs[i], s.mt[i] = zt[i], s.ss[i] = s.st[i] = s.kl[i] = 0.0;
   for (int64_t k = 1; k < K; ++k)
     for (int64_t i = 0; i < len; ++i) s.ms[i] = nan_max(s.ms[i], zs[k * N + i]), s.mt[i] = nan_max(s.mt[i], zt[k * N + i]);
@@ -32,9 +34,11 @@ void block_stats(const T* zs, const T* zt, int64_t K, int64_t N, int64_t len, do
       const double us = (zs[k * N + i] - s.ms[i]) * inv_t, ut = (zt[k * N + i] - s.mt[i]) * inv_t;
       const double a = exp_nonpositive(us), b = exp_nonpositive(ut);
       es[i] = a, et[i] = b;
-      s.ss[i] += a, s.st[i] += b, s.kl[i] += b * (ut - us);  // kl holds Σ e_t (u_t − u_s) for now
+      s.ss[i] += a, s.st[i] += b;
+      if (need_kl) s.kl[i] += b * (ut - us);  // kl holds Σ e_t (u_t − u_s) for now
     }
   }
+  if (!need_kl) return;
   for (int64_t i = 0; i < len; ++i) {
     s.log_ratio[i] = log_positive(s.ss[i] / s.st[i]);
     s.kl[i] = s.kl[i] / s.st[i] + s.log_ratio[i];
@@ -51,21 +55,23 @@ double forward_block(const T* zs, const T* zt, int64_t K, int64_t N, int64_t len
 }
 
 // d/dzs = scale (p_s − p_t);  d/dzt = scale p_t ((log p_t − log p_s) − KL), scale = grad·T/(B·H·W).
+// gs or gt null: that gradient is not asked for and is neither computed nor written.
 template <typename T>
 void backward_block(const T* zs, const T* zt, int64_t K, int64_t N, int64_t len, double inv_t, double scale,
                     KdScratch& s, T* gs, T* gt) {
-  block_stats(zs, zt, K, N, len, inv_t, s);
+  block_stats(zs, zt, K, N, len, inv_t, s, /*need_kl=*/gt != nullptr);
   for (int64_t i = 0; i < len; ++i) s.ss[i] = 1.0 / s.ss[i], s.st[i] = 1.0 / s.st[i];
   for (int64_t k = 0; k < K; ++k) {
     const double* es = s.es + k * kKdBlock;
     const double* et = s.et + k * kKdBlock;
+    if (gs != nullptr)
+      for (int64_t i = 0; i < len; ++i) gs[k * N + i] = static_cast<T>(scale * (es[i] * s.ss[i] - et[i] * s.st[i]));
+    if (gt == nullptr) continue;
     for (int64_t i = 0; i < len; ++i) {
       const int64_t at = k * N + i;
-      const double p_s = es[i] * s.ss[i], p_t = et[i] * s.st[i];
       const double log_ratio = ((static_cast<double>(zt[at]) - s.mt[i]) - (static_cast<double>(zs[at]) - s.ms[i])) *
                                    inv_t + s.log_ratio[i];
-      gs[at] = static_cast<T>(scale * (p_s - p_t));
-      gt[at] = static_cast<T>(scale * p_t * (log_ratio - s.kl[i]));
+      gt[at] = static_cast<T>(scale * et[i] * s.st[i] * (log_ratio - s.kl[i]));
     }
   }
 }
@@ -282,16 +288,19 @@ void backward_centred(const float* zs, const float* zt, int64_t K, int64_t N, in
   const float* w = pt + K * kKdBlock;
   const float* f = w + K * kKdBlock;
   const float* term = f + K * kKdBlock;
+  const float sc = static_cast<float>(scale);
+  if (gt != nullptr)  // ∂KL/∂u_t = p_t w
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t i = 0; i < len; ++i) gt[k * N + i] = sc * (pt[k * kKdBlock + i] * w[k * kKdBlock + i]);
+  if (gs == nullptr) return;
   float inv_s[kKdBlock], inv_f[kKdBlock];
   for (int64_t i = 0; i < len; ++i) inv_s[i] = 1.0f / (1.0f + c.q[i]);
-  const float sc = static_cast<float>(scale);
   if (!c.far) {
     for (int64_t k = 0; k < K; ++k)
       for (int64_t i = 0; i < len; ++i) {
         const int64_t at = k * kKdBlock + i;
         const float p = pt[at], wk = w[at];
         gs[k * N + i] = sc * (((term[at] - p * wk) - p * c.q[i]) * inv_s[i]);  // (p_t (e^{−w} − 1) − p_t Q) / (1 + Q)
-        gt[k * N + i] = sc * (p * wk);
       }
     return;
   }
@@ -303,7 +312,6 @@ void backward_centred(const float* zs, const float* zt, int64_t K, int64_t N, in
       const float near = ((term[at] - p * wk) - p * c.q[i]) * inv_s[i];
       const float far = f[at] * inv_f[i] - p;
       gs[k * N + i] = sc * (c.sh[i] > 0.0f ? far : near);
-      gt[k * N + i] = sc * (p * wk);
     }
 }
 

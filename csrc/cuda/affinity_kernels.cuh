@@ -57,6 +57,8 @@ __device__ void chain_rule(const T* x, const W* ga, const W* gb, double sign, in
   }
 }
 
+// gxs or gxt null: that side is not asked for and is skipped (uniform across the grid); in the dual form
+// (not sum_diff) its incoming gradient (ga or gb) is then never read and may be null too.
 template <typename T, typename W>
 __global__ void normalize_backward_kernel(const T* __restrict__ xs, const T* __restrict__ xt,
                                           const W* __restrict__ ga, const W* __restrict__ gb, int64_t B,
@@ -67,11 +69,11 @@ __global__ void normalize_backward_kernel(const T* __restrict__ xs, const T* __r
     const int64_t b = idx / N, i = idx % N;
     const int64_t s = b * Cs * N + i, t = b * Ct * N + i;
     if (sum_diff) {  // ∂/∂x̂s = g_P + g_E, ∂/∂x̂t = g_P − g_E
-      chain_rule(xs + s, ga + s, gb + s, 1.0, Cs, N, eps, gxs + s);
-      chain_rule(xt + t, ga + t, gb + t, -1.0, Ct, N, eps, gxt + t);
+      if (gxs != nullptr) chain_rule(xs + s, ga + s, gb + s, 1.0, Cs, N, eps, gxs + s);
+      if (gxt != nullptr) chain_rule(xt + t, ga + t, gb + t, -1.0, Ct, N, eps, gxt + t);
     } else {
-      chain_rule(xs + s, ga + s, ga + s, 0.0, Cs, N, eps, gxs + s);
-      chain_rule(xt + t, gb + t, gb + t, 0.0, Ct, N, eps, gxt + t);
+      if (gxs != nullptr) chain_rule(xs + s, ga + s, ga + s, 0.0, Cs, N, eps, gxs + s);
+      if (gxt != nullptr) chain_rule(xt + t, gb + t, gb + t, 0.0, Ct, N, eps, gxt + t);
     }
   }
 }

@@ -31,19 +31,23 @@ Tensor forward_cuda(const Tensor& zs_in, const Tensor& zt_in, double temperature
 }
 
 std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& zs_in, const Tensor& zt_in,
-                                         double temperature) {
+                                         double temperature, std::array<bool, 2> output_mask) {
   check_kd_backward_args(grad, zs_in, zt_in, temperature);
   check_cuda_dtype("kd_logits_loss_backward", zs_in);
   const c10::cuda::CUDAGuard guard(zs_in.device());
   const Tensor zs = zs_in.contiguous(), zt = zt_in.contiguous();
   const int64_t B = zs.size(0), K = zs.size(1), N = zs.size(2) * zs.size(3);
-  Tensor gs = at::empty_like(zs), gt = at::empty_like(zt);
+  // A gradient output_mask does not ask for is neither allocated nor written (the kernel gets nullptr).
+  Tensor gs = output_mask[0] ? at::empty_like(zs) : Tensor();
+  Tensor gt = output_mask[1] ? at::empty_like(zt) : Tensor();
+  if (!gs.defined() && !gt.defined()) return {gs, gt};
   const Tensor g = grad.to(at::kDouble).contiguous();  // stays on the device: no host sync
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, zs.scalar_type(), "kd_logits_loss_backward", [&] {
     kd_kernels::backward_kernel<scalar_t><<<blocks_for(B * N), kThreads, 0, stream>>>(
         g.data_ptr<double>(), zs.data_ptr<scalar_t>(), zt.data_ptr<scalar_t>(), B, K, N, 1.0 / temperature,
-        temperature / static_cast<double>(B * N), gs.data_ptr<scalar_t>(), gt.data_ptr<scalar_t>());
+        temperature / static_cast<double>(B * N), gs.defined() ? gs.data_ptr<scalar_t>() : nullptr,
+        gt.defined() ? gt.data_ptr<scalar_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {gs, gt};

@@ -146,9 +146,10 @@ def _register() -> None:
         return fs.new_empty(()), new(b, k, cs, cs), new(b, k, cs, ct), new(b, k, ct, ct), counts
 
     @torch.library.register_fake("relkd::affinity_loss_backward")
-    def _(grad, fs, ft, labels, s1, s2, s3, counts, intra_weight, inter_weight, eps):
+    def _(grad, fs, ft, labels, s1, s2, s3, counts, intra_weight, inter_weight, eps, output_mask):
         fake_one_device(OP + "_backward", grad, fs, ft, labels, s1, s2, s3, counts)
-        return fs.new_empty(fs.shape), ft.new_empty(ft.shape)
+        gs = fs.new_empty(fs.shape) if output_mask[0] else None
+        return gs, ft.new_empty(ft.shape) if output_mask[1] else None
 
     def setup_context(ctx, inputs, output):
         fs, ft, labels, _, intra_weight, inter_weight, eps, _ = inputs
@@ -157,9 +158,14 @@ def _register() -> None:
         ctx.weights = (intra_weight, inter_weight, eps)
 
     def backward(ctx, grad, *_unused):
+        # Only the gradients autograd asks for: distillation detaches the teacher, whose normalization
+        # chain rule (and, when Cs ≠ Ct, its GEMMs) the op then skips.
+        mask = list(ctx.needs_input_grad[:2])
+        if not any(mask):
+            return None, None, None, None, None, None, None, None
         fs, ft, labels, s1, s2, s3, counts = ctx.saved_tensors
         gs, gt = torch.ops.relkd.affinity_loss_backward(
-            grad, fs, ft, labels, s1, s2, s3, counts, *ctx.weights
+            grad, fs, ft, labels, s1, s2, s3, counts, *ctx.weights, mask
         )
         return gs, gt, None, None, None, None, None, None
 

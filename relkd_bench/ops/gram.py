@@ -61,17 +61,22 @@ def _register() -> None:
         return fs.new_empty(()), fs.new_empty((b, c, c), dtype=_acc_dtype(fs))
 
     @torch.library.register_fake("relkd::gram_loss_backward")
-    def _(grad, fs, ft, diff):
+    def _(grad, fs, ft, diff, output_mask):
         fake_one_device(OP + "_backward", grad, fs, ft, diff)
-        return fs.new_empty(fs.shape), ft.new_empty(ft.shape)
+        gs = fs.new_empty(fs.shape) if output_mask[0] else None
+        return gs, ft.new_empty(ft.shape) if output_mask[1] else None
 
     def setup_context(ctx, inputs, output):
         fs, ft, _ = inputs
         ctx.save_for_backward(fs, ft, output[1])
 
     def backward(ctx, grad, _grad_diff):
+        # Only the gradients autograd asks for (each is one GEMM); distillation detaches the teacher.
+        mask = list(ctx.needs_input_grad[:2])
+        if not any(mask):
+            return None, None, None
         fs, ft, diff = ctx.saved_tensors
-        gs, gt = torch.ops.relkd.gram_loss_backward(grad, fs, ft, diff)
+        gs, gt = torch.ops.relkd.gram_loss_backward(grad, fs, ft, diff, mask)
         return gs, gt, None
 
     torch.library.register_autograd("relkd::gram_loss", backward, setup_context=setup_context)
