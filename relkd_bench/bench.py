@@ -470,7 +470,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write ops_<device>.csv (and step_<device>.csv) here")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="timed repeats per case (default 5, quick 3)"
+        "--repeats", type=int, default=None,
+        help="timed repeats per case (default 5, quick 3; training step: 20 round-robin rounds)"
     )
     parser.add_argument("--skip", nargs="*", default=(), help="providers to leave out, e.g. compiled")
     parser.add_argument("--step", nargs="*", metavar="PRESET",
@@ -498,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     if presets:
         from relkd_bench.bench_step import step_rows
 
-        steps = [r for preset in presets for r in step_rows(preset, device, repeats)]
+        steps = [r for preset in presets for r in step_rows(preset, device, args.repeats or 20)]
         print("\ntraining step, overhead over the no-KD step (teacher forward excluded):")
         for r in steps:
             if "overhead_vs_no_kd" in r:

@@ -7,8 +7,9 @@ timed on its own and left out of the step: its outputs are computed once per var
 term needs them and their cost does not depend on the term.
 
 Variants (:data:`VARIANTS`): no KD, each module alone (LM; KM; AA class-aware at full resolution; AA
-relation_kl at pool 1, 2 and 4) and all three at the preset's weights. Each row carries its overhead over
-the no-KD step of the same run (``overhead_vs_no_kd``). Inputs are random images with a disc-shaped
+relation_kl at pool 1, 2 and 4) and all three at the preset's weights, timed round-robin (one step of
+each per round) so that the machine's slow phases weigh on all of them alike. Each row carries its
+overhead over the no-KD step of the same run (``overhead_vs_no_kd``). Inputs are random images with a disc-shaped
 label (the class-aware AA needs both classes present); the models are untrained, which does not change
 the work a step does.
 """
@@ -84,34 +85,48 @@ def _step_runner(preset: str, overrides: dict[str, Any], device: torch.device,
     return step, (teacher_forward if objective.needs_teacher else None), cfg
 
 
-def _row(preset: str, cfg: Any, label: str, provider: str, run: Callable[[], object], device: torch.device,
-         repeats: int) -> dict[str, Any]:
-    times = time_ms(run, device, repeats, warmup=2)
-    row = {"op": "train_step", "shape": f"{preset}: {cfg.student.name} B={cfg.train.batch_size} "
-                                       f"{cfg.data.context_slices}x{cfg.data.size}x{cfg.data.size}",
-           "mode": label, "provider": provider, "median_ms": statistics.median(times), "min_ms": min(times),
-           "peak_extra_mb": peak_extra_mb(run, device), "repeats": repeats}
-    print(f"{row['op']:16s} {row['shape']:26s} {label:22s} {provider:10s} {row['median_ms']:10.2f} ms "
-          f"{row['peak_extra_mb']:9.1f} MiB", flush=True)
-    return row
+def _rounds(runs: dict[str, Callable[[], object]], device: torch.device, repeats: int,
+            ) -> dict[str, list[float]]:
+    """Times of each run, measured round-robin (one call of each per round, after two warm-up rounds), so
+    that a slow phase of the machine weighs on every variant alike rather than on whichever ran then."""
+    for _ in range(2):
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(repeats):
+        for label, run in runs.items():
+            times[label] += time_ms(run, device, 1, warmup=0)
+    return times
 
 
-def step_rows(preset: str, device: torch.device, repeats: int = 5,
+def step_rows(preset: str, device: torch.device, repeats: int = 20,
               variants: dict[str, dict[str, Any]] = VARIANTS, base: dict[str, Any] | None = None,
               ) -> list[dict[str, Any]]:
-    """One row per variant (provider ``step``) plus the teacher's forward (provider ``teacher_fwd``).
-    ``base``: overrides applied before each variant's (e.g. a smaller ``data.size`` for a test)."""
-    rows: list[dict[str, Any]] = []
+    """One row per variant (provider ``step``) plus the teacher's forward (provider ``teacher_fwd``), each
+    the median of ``repeats`` round-robin rounds. ``base``: overrides applied before each variant's (e.g. a
+    smaller ``data.size`` for a test)."""
+    runs: dict[str, Callable[[], object]] = {}
+    kinds: dict[str, str] = {}
+    cfg = None
     for label, overrides in variants.items():
         step, teacher_forward, cfg = _step_runner(preset, {**(base or {}), **overrides}, device)
-        if teacher_forward is not None and not any(r["provider"] == "teacher_fwd" for r in rows):
-            rows.append(_row(preset, cfg, f"teacher {cfg.teacher.name}", "teacher_fwd", teacher_forward,
-                             device, repeats))
-        rows.append(_row(preset, cfg, label, "step", step, device, repeats))
-    base = next((r for r in rows if r["mode"] == BASELINE), None)
+        if teacher_forward is not None and "teacher_fwd" not in kinds.values():
+            name = f"teacher {cfg.teacher.name}"
+            runs[name], kinds[name] = teacher_forward, "teacher_fwd"
+        runs[label], kinds[label] = step, "step"
+    times = _rounds(runs, device, repeats)
+    shape = (f"{preset}: {cfg.student.name} B={cfg.train.batch_size} "
+             f"{cfg.data.context_slices}x{cfg.data.size}x{cfg.data.size}")
+    rows = [{"op": "train_step", "shape": shape, "mode": label, "provider": kinds[label],
+             "median_ms": statistics.median(t), "min_ms": min(t),
+             "peak_extra_mb": peak_extra_mb(runs[label], device), "repeats": repeats}
+            for label, t in times.items()]
+    base_row = next((r for r in rows if r["mode"] == BASELINE), None)
     for r in rows:
-        if base and r["provider"] == "step":
-            r["overhead_vs_no_kd"] = r["median_ms"] / base["median_ms"] - 1.0
+        if base_row and r["provider"] == "step":
+            r["overhead_vs_no_kd"] = r["median_ms"] / base_row["median_ms"] - 1.0
+        print(f"{r['op']:16s} {r['shape']:26s} {r['mode']:22s} {r['provider']:11s} {r['median_ms']:10.2f} ms "
+              f"{r['peak_extra_mb']:9.1f} MiB", flush=True)
     return rows
 
 
