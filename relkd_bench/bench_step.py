@@ -9,9 +9,9 @@ term needs them and their cost does not depend on the term.
 Variants (:data:`VARIANTS`): no KD, each module alone (LM; KM; AA class-aware at full resolution; AA
 relation_kl at pool 1, 2 and 4) and all three at the preset's weights, timed round-robin (one step of
 each per round) so that the machine's slow phases weigh on all of them alike. Each row carries its
-overhead over the no-KD step of the same run (``overhead_vs_no_kd``). Inputs are random images with a disc-shaped
-label (the class-aware AA needs both classes present); the models are untrained, which does not change
-the work a step does.
+overhead over the no-KD step of the same run (``overhead_vs_no_kd``). Inputs are random images with a
+disc-shaped label (the class-aware AA needs both classes present); the models are untrained, which does
+not change the work a step does.
 """
 
 from __future__ import annotations
