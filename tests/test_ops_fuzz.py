@@ -4,6 +4,7 @@ Hypothesis draws batches of calls over the edges that matter: dtypes (float16/bf
 integers, bool, complex), layouts (contiguous, channels_last, sliced, expanded with stride 0, transposed),
 sizes (empty, 1x1, mismatched batch/channels/spatial, wrong ndim), magnitudes (0 to 1e30, NaN, Inf, zero maps
 and pixels), and the scalars (temperature, eps, weights, pool, num_classes, of wrong types and out of range).
+Backward calls ask for both gradients or, as distillation does, the student's alone (teacher detached).
 Each batch runs in its own process, so a crash is reported as a failure naming the call. Every call must
 either return a finite loss ≥ 0 with finite gradients (a float64 call of moderate size also matching the
 reference definition), or raise a ValueError/TypeError whose message starts with the op's name; with
@@ -52,7 +53,7 @@ VALID = {
     "num_classes": [None, 3, 5],
     "labels": ["ok"],
     "check_finite": [True, False],
-    "backward": [True, False],
+    "backward": ["both", "student", False],  # "student": the teacher detached, as distillation calls the ops
 }
 EDGES = {
     "dtype": ["float16", "bfloat16", "int64", "bool", "complex64"],
@@ -152,7 +153,8 @@ RUNNER = textwrap.dedent(
             ct = c["ct"] if c["ct"] and c["ht"] else ch  # mostly the same shape, sometimes not
         fs = tensor(c, b, ch, h, w, c["dtype"], g)
         ft = tensor(c, bt, ct, ht, w, dt, g)
-        leaves = [t.requires_grad_() for t in (fs, ft) if t.is_floating_point()]
+        wanted = (fs,) if c["backward"] == "student" else (fs, ft)
+        leaves = [t.requires_grad_() for t in wanted if t.is_floating_point()]
         t, cf = number(c["temperature"]), c["check_finite"]
         if op == "gram":
             name, run = "gram_loss", lambda: ops.gram_loss(fs, ft, check_finite=cf)
