@@ -179,17 +179,25 @@ def _claim_grid(study: optuna.Study, store: StudyStore, spec: AblationSpec, tota
     return None
 
 
-def repeats(trials: list[FrozenTrial]) -> int:
-    """Finished trials whose parameters repeat an earlier COMPLETE trial's: a sampler that proposes a
-    configuration again gets the earlier run back from the engine, and such repeats do not count towards
-    the requested number of trials (the report leaves them out too)."""
-    seen, n = set(), 0
+def repeat_of(trials: list[FrozenTrial]) -> dict[int, int]:
+    """``{number: earlier number}`` of the COMPLETE trials whose parameters repeat an earlier COMPLETE
+    trial's: a sampler that proposes a configuration again gets the earlier run back from the engine, and
+    such repeats neither count towards the requested number of trials nor enter the report's tables."""
+    first: dict[str, int] = {}
+    out: dict[int, int] = {}
     for t in sorted(trials, key=lambda t: t.number):
         if t.state == TrialState.COMPLETE:
             key = repr(sorted(t.params.items()))
-            n += key in seen
-            seen.add(key)
-    return n
+            if key in first:
+                out[t.number] = first[key]
+            else:
+                first[key] = t.number
+    return out
+
+
+def repeats(trials: list[FrozenTrial]) -> int:
+    """How many finished trials repeat an earlier one's parameters (:func:`repeat_of`)."""
+    return len(repeat_of(trials))
 
 
 def _claim_tpe(study: optuna.Study, store: StudyStore, spec: AblationSpec, total: int) -> optuna.Trial | None:

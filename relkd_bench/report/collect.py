@@ -13,6 +13,8 @@ from typing import Any
 
 import optuna
 
+from relkd_bench.ablate.worker import repeat_of
+
 __all__ = ["CLASS_COLUMN", "COLUMNS", "class_columns", "provenance", "read_trials_csv", "rows_from_study",
            "write_trials_csv"]
 
@@ -73,20 +75,9 @@ def rows_from_study(study: optuna.Study) -> list[dict[str, Any]]:
             row[c] = _num(row[c])
         row.update({k: _num(v) for k, v in ua.items() if CLASS_COLUMN.match(k)})
         rows.append(row)
-    return mark_duplicates(rows)
-
-
-def mark_duplicates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """In place: a COMPLETE row whose ``params`` equal an earlier COMPLETE row's becomes :data:`DUPLICATE`
-    with ``duplicate_of`` = that row's number."""
-    first: dict[str, int] = {}
-    for r in sorted(rows, key=lambda r: r["number"]):
-        if r["state"] != "COMPLETE":
-            continue
-        if r["params"] in first:
-            r["state"], r["duplicate_of"] = DUPLICATE, first[r["params"]]
-        else:
-            first[r["params"]] = r["number"]
+    for number, first in repeat_of(study.get_trials(deepcopy=False)).items():
+        row = next(r for r in rows if r["number"] == number)
+        row["state"], row["duplicate_of"] = DUPLICATE, first
     return rows
 
 
