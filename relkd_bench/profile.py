@@ -4,6 +4,11 @@ Usage::
 
     python -m relkd_bench.profile [--size 384] [--in-channels 1] [--models enet unet_wide ...]
                                   [--runs 20] [--warmup 3] [--threads 2] [--out-dir results]
+    python -m relkd_bench.profile --preset real --out-dir results/students
+
+``--preset`` profiles the models as that preset's training builds them (``engine.build_role``: its input
+size and channels, its classes, the teacher's and student's ``kwargs``, e.g. the real preset's slim
+``unet_wide``); without it every model has its registry defaults.
 
 Conventions:
 
@@ -31,12 +36,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from relkd_bench.config import ExperimentConfig, load_config
 from relkd_bench.models import build_model, list_models, model_role
 
 __all__ = ["ProfileRow", "count_flops", "main", "measure_latency", "profile_model"]
@@ -91,11 +97,13 @@ def checkpoint_mb(model: torch.nn.Module) -> float:
 
 
 def profile_model(
-    name: str, size: int = 384, in_channels: int = 1, runs: int = 20, warmup: int = 3
+    name: str, size: int = 384, in_channels: int = 1, runs: int = 20, warmup: int = 3,
+    model: torch.nn.Module | None = None,
 ) -> ProfileRow:
-    """Profile the registered model ``name`` on a ``[1, in_channels, size, size]`` input."""
+    """Profile ``model`` (default: the registered model ``name`` with its defaults) on a
+    ``[1, in_channels, size, size]`` input."""
     torch.manual_seed(0)
-    model = build_model(name, in_channels=in_channels).eval()
+    model = (model if model is not None else build_model(name, in_channels=in_channels)).eval()
     x = torch.randn(1, in_channels, size, size)
     times = measure_latency(model, x, runs=runs, warmup=warmup)
     return ProfileRow(
@@ -107,6 +115,26 @@ def profile_model(
         latency_min_ms=1e3 * min(times),
         size_mb=checkpoint_mb(model),
     )
+
+
+def preset_models(preset: str, names: Sequence[str] | None = None,
+                  ) -> tuple[ExperimentConfig, dict[str, torch.nn.Module]]:
+    """The preset's config and its models by name, built as its training builds them: every student
+    (``student.name`` replaced, as a sweep over students does) and the preset's own teacher; a name
+    that is neither is an error (its width would be a guess)."""
+    from relkd_bench.engine import build_role  # the one rule for how a run builds its models
+
+    cfg = load_config(preset)
+    names = list(names or [*list_models("student"), cfg.teacher.name])
+    models = {}
+    for n in names:
+        if model_role(n) == "student":
+            models[n] = build_role(replace(cfg, student=replace(cfg.student, name=n)), "student")
+        elif n == cfg.teacher.name:
+            models[n] = build_role(cfg, "teacher")
+        else:
+            raise ValueError(f"--preset {preset}: its teacher is {cfg.teacher.name!r}, not {n!r}")
+    return cfg, models
 
 
 def _git_commit() -> str:
@@ -230,8 +258,10 @@ def atomic_write(path: Path, text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> list[ProfileRow]:
     parser = argparse.ArgumentParser(prog="python -m relkd_bench.profile", description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=384, help="input height = width (default 384)")
-    parser.add_argument("--in-channels", type=int, default=1)
+    parser.add_argument("--size", type=int, default=None, help="input height = width (default 384)")
+    parser.add_argument("--in-channels", type=int, default=None, help="default 1")
+    parser.add_argument("--preset", default=None,
+                        help="build the models as this preset trains them, at its input size and channels")
     parser.add_argument("--models", nargs="+", default=None, help=f"default: all of {list_models()}")
     parser.add_argument("--runs", type=int, default=20, help="timed runs (median reported; >= 20)")
     parser.add_argument("--warmup", type=int, default=3)
@@ -240,18 +270,29 @@ def main(argv: Sequence[str] | None = None) -> list[ProfileRow]:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
 
-    names = args.models or [*list_models("student"), *list_models("teacher")]
-    for n in names:
+    for n in args.models or []:
         model_role(n)  # ValueError listing known models
+    models: dict[str, torch.nn.Module] = {}
+    if args.preset is not None:
+        if args.size is not None or args.in_channels is not None:
+            parser.error("--preset sets the input size and channels; drop --size / --in-channels")
+        cfg, models = preset_models(args.preset, args.models)
+        names, size, in_channels = list(models), cfg.data.size, cfg.data.context_slices
+    else:
+        names = args.models or [*list_models("student"), *list_models("teacher")]
+        size, in_channels = args.size or 384, args.in_channels or 1
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     rows = []
     for n in names:
         print(f"profiling {n} ...", file=sys.stderr, flush=True)
-        rows.append(profile_model(n, args.size, args.in_channels, runs=args.runs, warmup=args.warmup))
+        rows.append(profile_model(n, size, in_channels, runs=args.runs, warmup=args.warmup,
+                                  model=models.get(n)))
     prov = provenance(torch.get_num_threads(), args.runs, args.warmup)
+    if args.preset is not None:
+        prov["models"] = f"as preset {args.preset!r} builds them (engine.build_role)"
     prov["load average (1 min) before / after"] = f"{load_before:.2f} / {os.getloadavg()[0]:.2f}"
-    md = to_markdown(rows, args.size, args.in_channels, prov)
+    md = to_markdown(rows, size, in_channels, prov)
     print(md)
     if not args.no_write:
         atomic_write(args.out_dir / "efficiency.md", md)

@@ -40,3 +40,24 @@ def test_main_writes_markdown_and_csv(tmp_path):
     assert int(table[1]["params"]) == sum(p.numel() for p in profile.build_model("enet").parameters())
     assert float(table[1]["size_mb"]) > 1.0
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_preset_profiles_the_models_as_the_preset_trains_them(tmp_path):
+    """--preset real: its input size, and its slim teacher (teacher.kwargs), not the registry default."""
+    from relkd_bench.config import load_config
+    from relkd_bench.engine import build_role
+
+    rows = profile.main(["--preset", "real", "--models", "enet", "unet_wide", "--runs", "2", "--warmup", "0",
+                         "--out-dir", str(tmp_path)])
+    cfg = load_config("real")
+    teacher = build_role(cfg, "teacher")
+    assert rows[1].params == sum(p.numel() for p in teacher.parameters())
+    assert rows[1].params < sum(p.numel() for p in profile.build_model("unet_wide").parameters())
+    assert f"Efficiency at {cfg.data.size}x{cfg.data.size}" in (tmp_path / "efficiency.md").read_text()
+
+
+def test_preset_refuses_a_teacher_it_does_not_train(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="its teacher is 'unet_wide', not 'dynunet'"):
+        profile.main(["--preset", "real", "--models", "dynunet", "--no-write"])
