@@ -205,3 +205,19 @@ def test_paired_against_an_unknown_method_is_an_error(study_dir, tmp_path, capsy
     assert main(["--storage", str(study_dir / "j.log"), "--study", "r", "--out", str(tmp_path / "r"),
                  "--paired-against", "LM"]) == 0
     assert (tmp_path / "r" / "table_e_paired_vs_LM.csv").is_file()
+
+
+def test_a_shared_teacher_is_one_row_counted_once_per_fold():
+    """A students study runs the fold's one teacher once per student and seed: one row, n = 1 per site."""
+    rows = [_row(m, seed, {"a": 0.6 + 0.1 * seed}, student=s) for s in ("enet", "erfnet") for seed in (0, 1)
+            for m in ("no-KD", "RelKD")]
+    shared = {"teacher": "unet_wide", "checkpoint": "t/best.pt"}
+    rows += [{**_row("teacher", seed, {"a": 0.8}, student=s), **shared}
+             for s in ("enet", "erfnet") for seed in (0, 1)]
+    t = dice_table(rows)
+    labels = [row[0] for row in t.body]
+    assert labels == ["enet · no-KD", "enet · RelKD", "erfnet · no-KD", "erfnet · RelKD",
+                      "unet_wide · teacher"]
+    assert t.body[-1][1].n == 1 and t.body[-1][1].mean == pytest.approx(0.8)
+    single = [r for r in rows if r["student"] == "enet"]
+    assert [row[0] for row in dice_table(single).body] == ["no-KD", "RelKD", "teacher"]

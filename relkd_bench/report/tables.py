@@ -153,16 +153,34 @@ def _order(values: set[str], order: Sequence[str]) -> list[str]:
     return [v for v in order if v in values] + sorted(values - set(order))
 
 
+def _row_key(r: dict[str, Any]) -> tuple[str, str]:
+    """(model, method): a student trial's student, a teacher trial's teacher model."""
+    model = (r.get("teacher") or r["student"]) if r["method"] == TEACHER else r["student"]
+    return str(model), str(r["method"])
+
+
+def _distinct_teachers(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A teacher is trained once per fold and shared by the seeds and students of that fold: each of its
+    trials repeats one measurement, so it counts once (per checkpoint), not once per student run."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in trials:
+        seen.setdefault(str(r.get("checkpoint") or r["number"]), r)
+    return list(seen.values())
+
+
 def _groups(rows: Sequence[dict[str, Any]], metric: str) -> tuple[list[tuple[str, str]], list[str], dict]:
     done = [r for r in rows if r["state"] == "COMPLETE"]
-    students = _order({str(r["student"]) for r in done}, ())
+    students = _order({str(r["student"]) for r in done if r["method"] != TEACHER}, ())
+    teachers = _order({_row_key(r)[0] for r in done if r["method"] == TEACHER}, ())
     methods = _order({str(r["method"]) for r in done}, METHOD_ORDER)
-    keys = [(s, m) for s in students for m in methods if any(r["student"] == s and r["method"] == m
-                                                               for r in done)]
+    present = {_row_key(r) for r in done}
+    keys = [(s, m) for s in students for m in methods if (s, m) in present and m != TEACHER]
+    keys += [(t, TEACHER) for t in teachers]
     sites = _order({str(r["heldout"]) for r in done}, SITE_ORDER)
     cells: dict[tuple[tuple[str, str], str], list[dict]] = defaultdict(list)
     for r in done:
-        cells[((str(r["student"]), str(r["method"])), str(r["heldout"]))].append(r)
+        cells[(_row_key(r), str(r["heldout"]))].append(r)
+    cells = {k: (_distinct_teachers(v) if k[0][1] == TEACHER else v) for k, v in cells.items()}
     return keys, sites, {k: (Stat.of([r[metric] for r in v]), v) for k, v in cells.items()}
 
 
@@ -206,7 +224,7 @@ def dice_table(rows: Sequence[dict[str, Any]], metric: str = "heldout_dice", key
     the CSV carries each cell's paired comparison with no-KD and significant gains are bold."""
     keys, sites, cells = _groups(rows, metric)
     pairs = paired_cells(rows) if metric == "heldout_dice" else {}
-    multi = len({k[0] for k in keys}) > 1
+    multi = len({k[0] for k in keys if k[1] != TEACHER}) > 1
     header = ["method", *sites] + (["mean over sites"] if len(sites) > 1 else [])
     body, records, marked, every = [], [], set(), []
     for i, k in enumerate(keys):
