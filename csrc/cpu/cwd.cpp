@@ -117,7 +117,7 @@ std::tuple<Tensor, Tensor> forward_impl(const Tensor& ys, const Tensor& yt, doub
     const double log_ss = std::log(p.ss), log_st = std::log(p.st);
     // KL = Σ p_t (z_t − z_s) − lse_t + lse_s with z − lse taken against each side's max. A KL divergence:
     // ≥ 0 up to rounding, clamped; NaN and −Inf (an input of −Inf) pass through to the finite check.
-    const double raw = p.a / p.st - log_st + log_ss;
+    const double raw = p.a / p.st + std::log(p.ss / p.st);  // log of the ratio: no ulp(log N) of log_ss − log_st
     const double kl = raw < 0.0 && std::isfinite(raw) ? 0.0 : raw;
     st[3 * r] = p.ms * inv_t + log_ss;
     st[3 * r + 1] = p.mt * inv_t + log_st;

@@ -105,7 +105,7 @@ __global__ void finalize_kernel(const Part* __restrict__ parts, int64_t rows, in
     Part p = parts[row * nchunks];
     for (int64_t c = 1; c < nchunks; ++c) p = merge(p, parts[row * nchunks + c], inv_t);
     const double log_ss = log(p.ss), log_st = log(p.st);
-    const double kl = p.a / p.st - log_st + log_ss;
+    const double kl = p.a / p.st + log(p.ss / p.st);  // log of the ratio: no ulp(log N) of log_ss − log_st
     stats[3 * row] = p.ms * inv_t + log_ss;
     stats[3 * row + 1] = p.mt * inv_t + log_st;
     stats[3 * row + 2] = kl < 0.0 && kl > -INFINITY ? 0.0 : kl;
