@@ -40,6 +40,11 @@ TORCH_LIBRARY(relkd, m) {
   m.def(
       "kd_logits_loss_backward(Tensor grad, Tensor zs, Tensor zt, float temperature, bool[2] output_mask) "
       "-> (Tensor, Tensor)");
+  // stats: float64 [B, C, 3] per (sample, channel) row: lse_s, lse_t (log-sum-exp of y/τ) and the row's KL.
+  m.def("cwd_loss(Tensor ys, Tensor yt, float temperature, bool check_finite) -> (Tensor, Tensor)");
+  m.def(
+      "cwd_loss_backward(Tensor grad, Tensor ys, Tensor yt, Tensor stats, float temperature, bool[2] output_mask) "
+      "-> (Tensor, Tensor)");
   m.def(
       "relation_kl_loss(Tensor fs, Tensor ft, float temperature, float eps, bool check_finite) -> (Tensor, Tensor)");
   m.def(

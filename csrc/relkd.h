@@ -44,6 +44,10 @@ void check_affinity_backward_args(const Tensor& grad, const Tensor& fs, const Te
                                   double inter_weight, double eps);
 void check_kd_args(const Tensor& zs, const Tensor& zt, double temperature);
 void check_kd_backward_args(const Tensor& grad, const Tensor& zs, const Tensor& zt, double temperature);
+// cwd_loss: ys, yt of one shape [B, C, H, W]; stats the forward's float64 [B, C, 3].
+void check_cwd_args(const Tensor& ys, const Tensor& yt, double temperature);
+void check_cwd_backward_args(const Tensor& grad, const Tensor& ys, const Tensor& yt, const Tensor& stats,
+                             double temperature);
 void check_relation_kl_args(const Tensor& fs, const Tensor& ft, double temperature, double eps);
 void check_relation_kl_backward_args(const Tensor& grad, const Tensor& fs, const Tensor& ft, const Tensor& stats,
                                      double temperature, double eps);

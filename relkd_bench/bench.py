@@ -10,8 +10,7 @@ input requires grad, the teacher's is detached: how the losses of relkd_bench.lo
 Rooflines measured in the same run: ``gemm`` (bmm of the GEMM-equivalents a Gram op must do) and ``copy``
 (a torch copy moving the bytes a memory-bound op must read and write); each row of the op it bounds
 carries the fraction reached. ``--step`` adds the end-to-end training-step benchmark
-(:mod:`relkd_bench.bench_step`). The ops part imports only torch and relkd_bench.ops (CWD's eager
-formula comes from relkd_bench.losses, which needs MONAI: its case is left out where MONAI is missing).
+(:mod:`relkd_bench.bench_step`). The ops part imports only torch and relkd_bench.ops.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import importlib.util
 import os
 import platform
 import statistics
@@ -79,17 +77,6 @@ def _gemm_flops(b: int, c: int, n: int) -> float:
     return 2.0 * b * c * c * n
 
 
-def _cwd_reference(ys: torch.Tensor, yt: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    from relkd_bench.losses import cwd_loss  # the one definition (MONAI is imported with it)
-
-    return cwd_loss(ys, yt, temperature)
-
-
-def _has_monai() -> bool:
-    """Whether MONAI is installed, without importing it (seconds) when the case list is built."""
-    return importlib.util.find_spec("monai") is not None
-
-
 PROVIDERS: dict[str, dict[str, Callable]] = {
     "affinity_loss": {
         "native": ops.affinity_loss,
@@ -99,7 +86,7 @@ PROVIDERS: dict[str, dict[str, Callable]] = {
     "gram_loss": {"native": ops.gram_loss, "reference": ops.gram_loss_reference},
     "kd_logits_loss": {"native": ops.kd_logits_loss, "reference": ops.kd_logits_loss_reference},
     "relation_kl_loss": {"native": ops.relation_kl_loss, "reference": ops.relation_kl_loss_reference},
-    "cwd_loss": {"reference": _cwd_reference},
+    "cwd_loss": {"native": ops.cwd_loss, "reference": ops.cwd_loss_reference},
 }
 
 
@@ -123,6 +110,13 @@ def cases(quick: bool = False) -> list[Case]:
             ),
             Case(
                 "kd_logits_loss",
+                "B=4 K=2 128x128",
+                _features(4, 2, 2, 128, 128),
+                ("native", "reference", "copy"),
+                memory_bound=True,
+            ),
+            Case(
+                "cwd_loss",
                 "B=4 K=2 128x128",
                 _features(4, 2, 2, 128, 128),
                 ("native", "reference", "copy"),
@@ -179,19 +173,12 @@ def cases(quick: bool = False) -> list[Case]:
             ("native", "reference", *compiled, "copy"),
             memory_bound=True,
         ),
-        *(
-            [
-                Case(
-                    "cwd_loss",
-                    "B=8 K=2 384x384",
-                    _features(8, 2, 2, 384, 384),
-                    ("reference", *compiled, "copy"),
-                    memory_bound=True,
-                    note="no native op: eager formula of relkd_bench.losses.cwd_loss (docs/benchmarks.md)",
-                )
-            ]
-            if _has_monai()
-            else []
+        Case(
+            "cwd_loss",
+            "B=8 K=2 384x384",
+            _features(8, 2, 2, 384, 384),
+            ("native", "reference", *compiled, "copy"),
+            memory_bound=True,
         ),
         Case(
             "relation_kl_loss",

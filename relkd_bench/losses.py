@@ -6,7 +6,7 @@ name               module
 ``dice_ce``        MONAI ``DiceCELoss`` on logits ``[B, K, H, W]`` and labels ``[B, 1, H, W]``
 ``kd_logits``      :class:`LogitsKD` (LM, ``relkd_bench.ops.kd_logits_loss``; pixel mean or
                    ``class_balanced``: :func:`class_balanced_kd`)
-``cwd``            :class:`ChannelWiseKD` (CWD, Shu et al. ICCV 2021; pure PyTorch)
+``cwd``            :class:`ChannelWiseKD` (CWD, Shu et al. ICCV 2021; ``ops.cwd_loss``)
 ``kmm``            :class:`KernelMatrixLoss` (KMM, ``ops.gram_loss``, 1×1 adapter when Cs ≠ Ct)
 ``aam_cosine``     :class:`AffinityLoss` variant ``cosine`` (``ops.affinity_loss``, no labels)
 ``aam_class_aware``:class:`AffinityLoss` variant ``class_aware`` (intra/inter pair weights)
@@ -303,7 +303,7 @@ class ChannelWiseKD(nn.Module):
         ``loss = τ² / (B·C) · Σ_{b,c} Σ_i φ(y_t)_{b,c,i} · (log φ(y_t)_{b,c,i} − log φ(y_s)_{b,c,i})``
 
     (the paper's Eq. 3–4 with its τ² factor, averaged over channels and samples as in the authors'
-    mmrazor/mmsegmentation code). Pure PyTorch: one log-softmax per map over ``H·W``.
+    mmrazor/mmsegmentation code), by the fused op ``relkd_bench.ops.cwd_loss``.
     """
 
     def __init__(self, temperature: float = 1.0) -> None:
@@ -312,17 +312,10 @@ class ChannelWiseKD(nn.Module):
 
     def forward(self, zs: torch.Tensor, zt: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``labels`` is ignored (the signature matches :class:`LogitsKD`)."""
-        return cwd_loss(zs.float(), zt.detach().float(), self.temperature)
+        return ops.cwd_loss(zs.float(), zt.detach().float(), self.temperature)
 
 
-def cwd_loss(ys: torch.Tensor, yt: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """The CWD formula of :class:`ChannelWiseKD`; ``ys``, ``yt``: ``[B, C, H, W]`` → scalar."""
-    if ys.shape != yt.shape:
-        raise ValueError(f"CWD needs maps of one shape, got {list(ys.shape)} and {list(yt.shape)}")
-    log_ps = F.log_softmax(ys.flatten(2) / temperature, dim=2)
-    log_pt = F.log_softmax(yt.flatten(2) / temperature, dim=2)
-    kl = (log_pt.exp() * (log_pt - log_ps)).sum(2)  # [B, C]
-    return temperature**2 * kl.mean()
+cwd_loss = ops.cwd_loss  # the CWD formula of :class:`ChannelWiseKD` (one definition: relkd_bench/ops/cwd.py)
 
 
 @register_loss("kmm")

@@ -66,6 +66,23 @@ SAME_ERROR = [
         (f"kd T={t}", lambda t=t: ops.kd_logits_loss(A, B, t), lambda t=t: R.kd_logits_loss(A, B, t, True))
         for t in (0.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e-4, 1e4, 1e30)
     ],
+    # cwd_loss
+    ("cwd shape", lambda: ops.cwd_loss(A, B[..., :2]), lambda: R.cwd_loss(A, B[..., :2], 1.0, True)),
+    ("cwd channels", lambda: ops.cwd_loss(A, A3), lambda: R.cwd_loss(A, A3, 1.0, True)),
+    ("cwd batch", lambda: ops.cwd_loss(A, B[:1]), lambda: R.cwd_loss(A, B[:1], 1.0, True)),
+    ("cwd 3-D", lambda: ops.cwd_loss(A[0], B), lambda: R.cwd_loss(A[0], B, 1.0, True)),
+    (
+        "cwd empty",
+        lambda: ops.cwd_loss(A[:, :0], B[:, :0]),
+        lambda: R.cwd_loss(A[:, :0], B[:, :0], 1.0, True),
+    ),
+    ("cwd bool", lambda: ops.cwd_loss(A > 0, B > 0), lambda: R.cwd_loss(A > 0, B > 0, 1.0, True)),
+    ("cwd dtypes", lambda: ops.cwd_loss(A, B.double()), lambda: R.cwd_loss(A, B.double(), 1.0, True)),
+    ("cwd half", lambda: ops.cwd_loss(A.half(), B.half()), lambda: R.cwd_loss(A.half(), B.half(), 1.0, True)),
+    *[
+        (f"cwd T={t}", lambda t=t: ops.cwd_loss(A, B, t), lambda t=t: R.cwd_loss(A, B, t, True))
+        for t in (0.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e-4, 1e4, 1e30)
+    ],
     # relation_kl_loss
     (
         "rkl spatial",
@@ -185,7 +202,8 @@ def test_python_api_and_raw_op_raise_the_same_error(case, python_call, raw_call)
     exc, message = _raised(python_call)
     assert (exc, message) == _raised(raw_call)
     assert exc in (ValueError, TypeError), (exc, message)
-    assert message.split(":")[0] in ("gram_loss", "kd_logits_loss", "relation_kl_loss", "affinity_loss")
+    ops_named = ("gram_loss", "kd_logits_loss", "relation_kl_loss", "affinity_loss", "cwd_loss")
+    assert message.split(":")[0] in ops_named
 
 
 PYTHON_TYPES = [
@@ -218,6 +236,10 @@ PYTHON_TYPES = [
     ),
     (lambda: ops.relation_kl_loss(A, B, eps=None), TypeError, "relation_kl_loss: eps must be a real number"),
     (lambda: ops.gram_loss(A, None), TypeError, "gram_loss: ft must be a torch.Tensor"),
+    (lambda: ops.cwd_loss(A, B, None), TypeError, "cwd_loss: temperature must be a real number"),
+    (lambda: ops.cwd_loss(A, B, True), TypeError, "cwd_loss: temperature must be a real number"),
+    (lambda: ops.cwd_loss(A, B, 10**400), ValueError, "cwd_loss: temperature is too large"),
+    (lambda: ops.cwd_loss(A, B.numpy()), TypeError, "cwd_loss: yt must be a torch.Tensor"),
     (
         lambda: ops.affinity_loss(A, B, Y, num_classes=2**63),
         ValueError,
@@ -271,6 +293,7 @@ def test_compiled_shape_error_is_the_ops_error():
             (fs, ft[..., :2]),
             "kd_logits_loss: zs and zt must have",
         ),
+        (lambda a, b: ops.cwd_loss(a, b, 2.0), (fs, ft[..., :2]), "cwd_loss: ys and yt must have one shape"),
     ]:
         compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
         with pytest.raises(ValueError, match=message):
@@ -321,6 +344,30 @@ BACKWARD_SCRIPT = textwrap.dedent(
             "dtypes": lambda: R.kd_logits_loss_backward(one, fs, ft.double(), 4.0, M),
             "int": lambda: R.kd_logits_loss_backward(one, fs.int(), ft.int(), 4.0, M),
             "half": lambda: R.kd_logits_loss_backward(one, fs.half(), ft.half(), 4.0, M),
+        }
+    elif op == "cwd":
+        stats = R.cwd_loss(fs, ft, 1.0, True)[1]
+        def bwd(grad=one, a=fs, b=ft, s=stats, t=1.0, mask=(True, False)):
+            return R.cwd_loss_backward(grad, a, b, s, t, list(mask))
+        cases = {
+            "issue 16 shapes": lambda: bwd(a=big, b=small),
+            "issue 16 shapes swapped": lambda: bwd(a=small, b=big),
+            "stats of another size": lambda: bwd(a=big, b=big),
+            "channels": lambda: bwd(b=rnd(2, 5, 4, 4)),
+            "stats shape": lambda: bwd(s=stats[:, :, :2]),
+            "stats of another batch": lambda: bwd(s=stats[:1]),
+            "stats dtype": lambda: bwd(s=stats.float()),
+            "T=0": lambda: bwd(t=0.0),
+            "T<0": lambda: bwd(t=-2.0),
+            "T=nan": lambda: bwd(t=float("nan")),
+            "T=inf": lambda: bwd(t=float("inf")),
+            "grad shape": lambda: bwd(grad=torch.ones(2, 2)),
+            "grad empty": lambda: bwd(grad=torch.ones(0)),
+            "dtypes": lambda: bwd(b=ft.double()),
+            "int": lambda: bwd(a=fs.int(), b=ft.int()),
+            "half": lambda: bwd(a=fs.half(), b=ft.half()),
+            "stats shape, teacher gradient only": lambda: bwd(s=stats[:, :, :2], mask=(False, True)),
+            "T=0, no gradient asked for": lambda: bwd(t=0.0, mask=(False, False)),
         }
     elif op == "rkl":
         stats = R.relation_kl_loss(fs, ft, 1.0, 1e-12, True)[1]
@@ -384,6 +431,7 @@ BACKWARD_SCRIPT = textwrap.dedent(
 BACKWARD_OPS = {
     "gram": "gram_loss_backward",
     "kd": "kd_logits_loss_backward",
+    "cwd": "cwd_loss_backward",
     "rkl": "relation_kl_loss_backward",
     "affinity": "affinity_loss_backward",
 }

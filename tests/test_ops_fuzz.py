@@ -32,7 +32,7 @@ NAN, INF = "nan", "inf"
 # Valid values of each field, and the edges; a drawn call has valid fields except (mostly) one or two edges,
 # so that both the checks and the numerics get exercised.
 VALID = {
-    "op": ["gram", "affinity", "affinity_labels", "kd", "relation_kl"],
+    "op": ["gram", "affinity", "affinity_labels", "kd", "cwd", "relation_kl"],
     "dtype": ["float32", "float64"],
     "other_dtype": [None],
     "b": [1, 2, 3],
@@ -149,7 +149,7 @@ RUNNER = textwrap.dedent(
         bt, ct, ht = c["bt"] or b, c["ct"] or ch, c["ht"] or h
         dt = c["other_dtype"] or c["dtype"]
         op = c["op"]
-        if op == "kd":
+        if op in ("kd", "cwd"):
             ct = c["ct"] if c["ct"] and c["ht"] else ch  # mostly the same shape, sometimes not
         fs = tensor(c, b, ch, h, w, c["dtype"], g)
         ft = tensor(c, bt, ct, ht, w, dt, g)
@@ -162,6 +162,9 @@ RUNNER = textwrap.dedent(
         elif op == "kd":
             name, run = "kd_logits_loss", lambda: ops.kd_logits_loss(fs, ft, t, check_finite=cf)
             ref = lambda: ops.kd_logits_loss_reference(fs, ft, t)
+        elif op == "cwd":
+            name, run = "cwd_loss", lambda: ops.cwd_loss(fs, ft, t, check_finite=cf)
+            ref = lambda: ops.cwd_loss_reference(fs, ft, t)
         elif op == "relation_kl":
             eps, pool = number(c["eps"]), c["pool"]
             name = "relation_kl_loss"

@@ -139,6 +139,14 @@ void check_kd(const char* op, const Tensor& zs, const Tensor& zt, double tempera
   check_temperature(op, temperature);
 }
 
+// CWD compares channel c of the student with channel c of the teacher, pixel by pixel: one shape.
+void check_cwd(const char* op, const Tensor& ys, const Tensor& yt, double temperature) {
+  check_feature_pair(op, ys, yt, "ys", "yt");
+  TORCH_CHECK_VALUE(ys.sizes() == yt.sizes(), op, ": ys and yt must have one shape [B, C, H, W] (channel counts ",
+                    ys.size(1), " vs ", yt.size(1), "), got ", ys.sizes(), " and ", yt.sizes());
+  check_temperature(op, temperature);
+}
+
 }  // namespace
 
 void check_gram_args(const Tensor& fs, const Tensor& ft) { check_gram("gram_loss", fs, ft); }
@@ -183,6 +191,18 @@ void check_kd_args(const Tensor& zs, const Tensor& zt, double temperature) {
 void check_kd_backward_args(const Tensor& grad, const Tensor& zs, const Tensor& zt, double temperature) {
   check_kd("kd_logits_loss_backward", zs, zt, temperature);
   check_grad("kd_logits_loss_backward", grad, zs);
+}
+
+void check_cwd_args(const Tensor& ys, const Tensor& yt, double temperature) {
+  check_cwd("cwd_loss", ys, yt, temperature);
+}
+
+void check_cwd_backward_args(const Tensor& grad, const Tensor& ys, const Tensor& yt, const Tensor& stats,
+                             double temperature) {
+  constexpr const char* op = "cwd_loss_backward";
+  check_cwd(op, ys, yt, temperature);
+  check_grad(op, grad, ys);
+  check_saved(op, "stats", stats, {ys.size(0), ys.size(1), 3}, at::kDouble, ys);
 }
 
 void check_relation_kl_args(const Tensor& fs, const Tensor& ft, double temperature, double eps) {
