@@ -184,8 +184,11 @@ def provenance(threads: int, runs: int, warmup: int) -> dict[str, str]:
     }
 
 
-def to_csv(rows: Sequence[ProfileRow]) -> str:
+def to_csv(rows: Sequence[ProfileRow], built_as: str) -> str:
+    """The rows as CSV after one ``# models: <built_as>`` line (readers skip ``#`` lines; the report's
+    efficiency table quotes it)."""
     buf = io.StringIO()
+    buf.write(f"# models: {built_as}\n")
     writer = csv.DictWriter(buf, fieldnames=list(asdict(rows[0])), lineterminator="\n")
     writer.writeheader()
     for r in rows:
@@ -289,14 +292,15 @@ def main(argv: Sequence[str] | None = None) -> list[ProfileRow]:
         rows.append(profile_model(n, size, in_channels, runs=args.runs, warmup=args.warmup,
                                   model=models.get(n)))
     prov = provenance(torch.get_num_threads(), args.runs, args.warmup)
-    if args.preset is not None:
-        prov["models"] = f"as preset {args.preset!r} builds them (engine.build_role)"
+    prov["models"] = (f"as preset {args.preset!r} trains them (engine.build_role)" if args.preset is not None
+                      else "the registry's default widths")
+    prov["models"] += f", input {size}x{size}x{in_channels}"
     prov["load average (1 min) before / after"] = f"{load_before:.2f} / {os.getloadavg()[0]:.2f}"
     md = to_markdown(rows, size, in_channels, prov)
     print(md)
     if not args.no_write:
         atomic_write(args.out_dir / "efficiency.md", md)
-        atomic_write(args.out_dir / "efficiency.csv", to_csv(rows))
+        atomic_write(args.out_dir / "efficiency.csv", to_csv(rows, prov["models"]))
     return rows
 
 

@@ -35,7 +35,9 @@ def test_main_writes_markdown_and_csv(tmp_path):
     md = (tmp_path / "efficiency.md").read_text()
     assert "| enet | student |" in md and "torch" in md and "commit" in md
     with open(tmp_path / "efficiency.csv") as f:
-        table = list(csv.DictReader(f))
+        first, *lines = f.read().splitlines()
+    assert first == "# models: the registry's default widths, input 64x64x1"
+    table = list(csv.DictReader(lines))
     assert [r["model"] for r in table] == ["espnet", "enet"]
     assert int(table[1]["params"]) == sum(p.numel() for p in profile.build_model("enet").parameters())
     assert float(table[1]["size_mb"]) > 1.0
@@ -54,6 +56,7 @@ def test_preset_profiles_the_models_as_the_preset_trains_them(tmp_path):
     assert rows[1].params == sum(p.numel() for p in teacher.parameters())
     assert rows[1].params < sum(p.numel() for p in profile.build_model("unet_wide").parameters())
     assert f"Efficiency at {cfg.data.size}x{cfg.data.size}" in (tmp_path / "efficiency.md").read_text()
+    assert (tmp_path / "efficiency.csv").read_text().startswith("# models: as preset 'real' trains them")
 
 
 def test_preset_refuses_a_teacher_it_does_not_train(tmp_path):

@@ -48,7 +48,8 @@ def study_dir(tmp_path_factory):
 
 def test_report_files_provenance_and_bold(study_dir, tmp_path):
     prof = tmp_path / "eff.csv"
-    prof.write_text("model,role,params,gflops,latency_ms,latency_min_ms,size_mb\n"
+    prof.write_text("# models: as preset 'quick' trains them (engine.build_role), input 96x96x1\n"
+                    "model,role,params,gflops,latency_ms,latency_min_ms,size_mb\n"
                     "enet,student,362992,2.11,77.3,43.6,1.64\nunet_wide,teacher,6495321,13.54,373.1,266.3,26.0\n")
     out = tmp_path / "out"
     assert main(["--storage", str(study_dir / "j.log"), "--study", "r", "--out", str(out),
@@ -58,6 +59,7 @@ def test_report_files_provenance_and_bold(study_dir, tmp_path):
                  "dice_vs_gflops.png", "optimization_history.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     md = (out / "tables.md").read_text()
+    assert "models: as preset 'quick' trains them" in md  # how the efficiency table's models were built
     for word in ("commit: abc1234", "data source: synthetic", "hardware: test CPU", "config hash:",
                  "report date:", "trial dates:"):
         assert word in md
@@ -221,3 +223,21 @@ def test_a_shared_teacher_is_one_row_counted_once_per_fold():
     assert t.body[-1][1].n == 1 and t.body[-1][1].mean == pytest.approx(0.8)
     single = [r for r in rows if r["student"] == "enet"]
     assert [row[0] for row in dice_table(single).body] == ["no-KD", "RelKD", "teacher"]
+
+
+def test_dice_vs_gflops_draws_teacher_trials_as_the_teacher(monkeypatch, tmp_path):
+    """A teacher trial of a students study scores the teacher: it is drawn at the teacher's GFLOPs, never as
+    a point at a student's; the profile's ``#`` line is skipped."""
+    from relkd_bench.report import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, prov: drawn.append(fig) or path)
+    prof = tmp_path / "eff.csv"
+    prof.write_text("# models: as preset 'real' trains them\n"
+                    "model,role,params,gflops,latency_ms,latency_min_ms,size_mb\n"
+                    "enet,student,1,0.13,7,7,1\nunet_wide,teacher,1,0.5,3,3,1\n")
+    rows = [{**_row(m, 0, {"a": 0.6}), "teacher": "unet_wide", "teacher_heldout_dice": 0.8}
+            for m in ("no-KD", "RelKD", "teacher")]
+    figures.dice_vs_gflops(rows, prof, tmp_path / "f.png", "prov")
+    labels = [h.get_label() for h in drawn[-1].axes[0].get_legend_handles_labels()[0]]
+    assert labels == ["student enet · no-KD", "student enet · RelKD", "teacher unet_wide"]

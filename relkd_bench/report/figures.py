@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
+from relkd_bench.ablate.spec import TEACHER  # noqa: E402
 from relkd_bench.report.stats import case_scores  # noqa: E402
 from relkd_bench.report.tables import Stat, dice_table  # noqa: E402
 
@@ -99,11 +100,13 @@ def dice_vs_gflops(rows: Sequence[dict[str, Any]], profile_csv: Path, path: Path
     if not profile_csv.is_file():
         return None
     with open(profile_csv, newline="") as fh:
-        gflops = {r["model"]: float(r["gflops"]) for r in csv.DictReader(fh)}
+        profile = csv.DictReader(line for line in fh if not line.startswith("#"))
+        gflops = {r["model"]: float(r["gflops"]) for r in profile}
     done = [r for r in rows if r["state"] == "COMPLETE"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     plotted = False
-    for (name, method), st in _means(done, "student", "heldout_dice").items():
+    students = [r for r in done if r["method"] != TEACHER]  # a teacher trial scores the teacher, drawn below
+    for (name, method), st in _means(students, "student", "heldout_dice").items():
         if name in gflops and st.n:
             ax.errorbar(gflops[name], st.mean, yerr=st.std if st.n >= 2 else None, fmt="o", capsize=2,
                         label=f"student {name} · {method}")

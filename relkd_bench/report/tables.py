@@ -321,12 +321,15 @@ def efficiency_table(profile_csv: Path, used: set[str]) -> Table:
         return Table("c_efficiency", "(c) Efficiency", header, [], "", note=f"{profile_csv} not found: run "
                      "`python -m relkd_bench.profile` to write it.")
     with open(profile_csv, newline="") as fh:
-        prof = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+        lines = fh.read().splitlines()
+    prof = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    built = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("# models:")),
+                 "the registry's default widths (a profile written before it said how its models were built)")
     body = [[r["model"] + (" (this study)" if r["model"] in used else ""), r["role"],
              float(r["params"]) / 1e6, float(r["gflops"]), float(r["latency_ms"]), float(r["size_mb"])]
             for r in prof]
     return Table("c_efficiency", "(c) Efficiency at the profile's input size", header, body, "min", 2,
-                 note=f"From {profile_csv} (one forward pass, batch 1, the models' default widths); bold = "
-                      "smallest. A preset may build a model slimmer than its default (the quick preset's "
-                      "unet_wide has 0.84 M parameters): see the study's config. Latency is noisy on a "
-                      "shared CPU.", records=[dict(r) for r in prof])
+                 note=f"From {profile_csv} (python -m relkd_bench.profile; one forward pass, batch 1; "
+                      f"models: {built}); bold = smallest. A study's models match these rows only when the "
+                      "profile was built as its preset trains them (--preset). Latency is noisy on a shared "
+                      "CPU.", records=[dict(r) for r in prof])
