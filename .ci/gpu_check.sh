@@ -28,7 +28,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 "$py" -c "import torch, relkd_bench._C as c; assert c.with_cuda == 1; print('CUDA kernels built')"
 set +e
 "$py" -m pytest -q -p no:cacheprovider -rs tests/test_gram_loss.py tests/test_affinity_loss.py \
-  tests/test_kd_logits_loss.py tests/test_relation_kl_loss.py tests/test_backend.py 2>&1 | tee "$out/tests.log"
+  tests/test_kd_logits_loss.py tests/test_relation_kl_loss.py tests/test_cwd_loss.py tests/test_backend.py 2>&1 | tee "$out/tests.log"
 tests=${PIPESTATUS[0]}
 set -e
 "$py" -m relkd_bench.bench --device cuda --skip compiled --out "$out" 2>&1 | tee "$out/bench.log"
