@@ -66,12 +66,10 @@ void chunk_backward(const double* ys, const double* yt, int64_t len, double inv_
   baseline::backward_f64(ys, yt, len, inv_t, stats, scale, gs, gt);
 }
 
-double nan_max(double a, double b) { return (b > a || b != b) ? b : a; }
-
 // p and q as one partial: both rescaled to the larger maxima. The cross sum's offset moves with both maxima:
 // a' = Σ e^{(yt−Mt)/τ} ((yt − ys) − (Mt − Ms))/τ = e^{(mt−Mt)/τ} (a + st ((mt − ms) − (Mt − Ms))/τ).
 CwdPart merge(const CwdPart& p, const CwdPart& q, double inv_t) {
-  const double Ms = nan_max(p.ms, q.ms), Mt = nan_max(p.mt, q.mt);
+  const double Ms = baseline::nan_max(p.ms, q.ms), Mt = baseline::nan_max(p.mt, q.mt);
   const auto side = [&](const CwdPart& x, CwdPart& out) {
     const double fs = std::exp((x.ms - Ms) * inv_t), ft = std::exp((x.mt - Mt) * inv_t);
     out.ss += x.ss * fs;
