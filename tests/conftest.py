@@ -21,3 +21,21 @@ def _restore_torch_globals():
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(det, warn_only=warn)
+
+
+CPU_ISAS = ("avx512", "avx2", "baseline")
+
+
+@pytest.fixture(params=CPU_ISAS)
+def cpu_isa(request, monkeypatch):
+    """Each build of the CPU kernels (csrc/cpu/isa.h) this host can run, picked with RELKD_CPU_ISA; a build
+    the CPU lacks is skipped, as the op's own check reports it."""
+    monkeypatch.setenv("RELKD_CPU_ISA", request.param)
+    x = torch.zeros(1, 2, 1, 1)
+    try:
+        torch.ops.relkd.kd_logits_loss(x, x, 1.0, False)
+    except ValueError as err:
+        if "lacks" not in str(err):
+            raise
+        pytest.skip(f"this CPU lacks the {request.param} build's instructions: {err}")
+    return request.param

@@ -70,3 +70,28 @@ def test_cpu_kernels_are_built_with_openmp():
     if not torch._C.has_openmp:
         pytest.skip("this torch is built without OpenMP")
     assert native.with_openmp == 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: ops.kd_logits_loss(x, x),
+        lambda x: ops.cwd_loss(x, x),
+        lambda x: ops.relation_kl_loss(x, x),
+    ],
+    ids=["kd_logits_loss", "cwd_loss", "relation_kl_loss"],
+)
+def test_unknown_cpu_isa_is_an_error(call, monkeypatch):
+    """RELKD_CPU_ISA names one build of the CPU kernels; anything else is an error, not a fallback."""
+    monkeypatch.setenv("RELKD_CPU_ISA", "sse9")
+    with pytest.raises(ValueError, match="RELKD_CPU_ISA must be one of auto, avx512, avx2, baseline"):
+        call(torch.randn(1, 2, 3, 3))
+
+
+def test_cpu_isa_builds_agree(cpu_isa, monkeypatch):
+    """Each build gives the default build's losses to float32 rounding (the same formulas, other vector widths)."""
+    x, y = torch.randn(2, 3, 9, 8), torch.randn(2, 3, 9, 8)
+    got = [float(op(x, y)) for op in (ops.kd_logits_loss, ops.cwd_loss, ops.relation_kl_loss)]
+    monkeypatch.setenv("RELKD_CPU_ISA", "auto")
+    want = [float(op(x, y)) for op in (ops.kd_logits_loss, ops.cwd_loss, ops.relation_kl_loss)]
+    assert got == pytest.approx(want, rel=1e-5)

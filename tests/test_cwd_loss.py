@@ -62,7 +62,7 @@ def test_stats_are_the_rows_lse_and_kl():
 
 
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 4.0])
-def test_gradcheck_float64(temperature):
+def test_gradcheck_float64(temperature, cpu_isa):
     ys, yt = maps(2, 3, 4, 3)
     assert torch.autograd.gradcheck(
         lambda a, b: cwd_loss(a, b, temperature), (ys.requires_grad_(), yt.requires_grad_())
@@ -84,7 +84,7 @@ def test_one_pixel_rows_give_zero():
 @pytest.mark.parametrize("wants", WANTS.values(), ids=list(WANTS))
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("c", [1, 3])
-def test_only_the_gradients_asked_for(wants, dtype, tol, c):
+def test_only_the_gradients_asked_for(wants, dtype, tol, c, cpu_isa):
     """An input that needs no gradient gets None; the other gradient is the reference's (float64)."""
     ys, yt = (x.to(dtype) for x in maps(2, c, 7, 6))
     args = [x.clone().requires_grad_(w) for x, w in zip((ys, yt), wants)]
@@ -115,13 +115,13 @@ def test_backward_op_output_mask(dtype):
 @pytest.mark.parametrize("b", [1, 2, 4])
 @pytest.mark.parametrize("c", [1, 2, 3, 19])
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 7), (7, 16), (33, 33)])
-def test_matches_reference(b, c, h, w):
+def test_matches_reference(b, c, h, w, cpu_isa):
     assert_matches(cwd_loss, cwd_loss_reference, *maps(b, c, h, w, seed=b * c))
 
 
 @pytest.mark.parametrize("h,w", [(64, 128), (91, 91), (97, 211)])
 @pytest.mark.parametrize("temperature", [0.1, 1.0, 4.0])
-def test_matches_reference_rows_of_several_chunks(h, w, temperature):
+def test_matches_reference_rows_of_several_chunks(h, w, temperature, cpu_isa):
     """Rows of exactly one chunk, just over one, and several with a partial last one."""
     assert_matches(cwd_loss, cwd_loss_reference, *maps(2, 2, h, w, seed=h), temperature)
 
@@ -173,7 +173,7 @@ def test_deterministic_across_thread_counts():
     torch.testing.assert_close(one, many, rtol=0, atol=0)
 
 
-def test_extreme_logits():
+def test_extreme_logits(cpu_isa):
     """Maps of ±1e4 at τ = 0.05: softmax saturates, nothing overflows."""
     ys, yt = maps(2, 4, 5, 5, scale=1e4)
     loss, g = grads(cwd_loss, ys, yt, 0.05)
@@ -184,7 +184,7 @@ def test_extreme_logits():
 
 @pytest.mark.parametrize("delta", [1e-1, 1e-2, 1e-3, 1e-4])
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
-def test_float32_accuracy_near_teacher(delta, temperature):
+def test_float32_accuracy_near_teacher(delta, temperature, cpu_isa):
     """float32 input within 1e-5 (loss) / 1e-4 (grads) of float64 on the same values as the KL shrinks
     like δ² (the kernel works in float64 throughout)."""
     ys, yt = (x.float() for x in near_pair((2, 2, 48, 48), (2, 2, 48, 48), delta))
@@ -196,7 +196,7 @@ def test_float32_accuracy_near_teacher(delta, temperature):
 
 
 @pytest.mark.parametrize("scale,temperature", [(30.0, 0.1), (10.0, 1.0)])
-def test_float32_accuracy_far_from_teacher(scale, temperature):
+def test_float32_accuracy_far_from_teacher(scale, temperature, cpu_isa):
     """Peaked maps whose maxima sit at different pixels: float32 stays exact."""
     ys, yt = (x.float() for x in maps(2, 2, 40, 40, seed=3, scale=scale))
     loss64, g64 = grads(cwd_loss_reference, ys.double(), yt.double(), temperature)

@@ -37,7 +37,7 @@ def test_opcheck():
 
 
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 4.0])
-def test_gradcheck_float64(temperature):
+def test_gradcheck_float64(temperature, cpu_isa):
     zs, zt = logits(2, 3, 4, 3)
     assert torch.autograd.gradcheck(
         lambda a, b: kd_logits_loss(a, b, temperature), (zs.requires_grad_(), zt.requires_grad_())
@@ -47,7 +47,7 @@ def test_gradcheck_float64(temperature):
 @pytest.mark.parametrize("wants", WANTS.values(), ids=list(WANTS))
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("k", [2, 5])
-def test_only_the_gradients_asked_for(wants, dtype, tol, k):
+def test_only_the_gradients_asked_for(wants, dtype, tol, k, cpu_isa):
     """An input that needs no gradient gets None; the other gradient is the reference's (float64)."""
     zs, zt = (x.to(dtype) for x in logits(2, k, 7, 6))
     args = [x.clone().requires_grad_(w) for x, w in zip((zs, zt), wants)]
@@ -82,7 +82,7 @@ def test_backward_op_output_mask(dtype):
 @pytest.mark.parametrize("b", [1, 2, 4])
 @pytest.mark.parametrize("k", [1, 2, 3, 16, 64])
 @pytest.mark.parametrize("h,w", [(1, 1), (7, 16), (33, 33)])
-def test_matches_reference(b, k, h, w):
+def test_matches_reference(b, k, h, w, cpu_isa):
     assert_matches(kd_logits_loss, kd_logits_loss_reference, *logits(b, k, h, w, seed=b * k))
 
 
@@ -107,7 +107,7 @@ def test_layouts(layout):
     torch.testing.assert_close(grads(kd_logits_loss, layouts(zs)[layout], layouts(zt)[layout]), expected)
 
 
-def test_extreme_logits():
+def test_extreme_logits(cpu_isa):
     """Logits of ±1e4 at T = 0.05: softmax saturates, nothing overflows."""
     zs, zt = logits(2, 4, 5, 5, scale=1e4)
     loss, g = grads(kd_logits_loss, zs, zt, 0.05)
@@ -119,7 +119,7 @@ def test_extreme_logits():
 @pytest.mark.parametrize("delta", [1e-1, 1e-2, 1e-3, 1e-4])
 @pytest.mark.parametrize("k", [2, 3, 8, 21])
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
-def test_float32_accuracy_near_teacher(delta, k, temperature):
+def test_float32_accuracy_near_teacher(delta, k, temperature, cpu_isa):
     """float32 (the centred form) within 1e-5 (loss) / 1e-4 (grads) of float64 as the KL shrinks like δ².
 
     float64 runs on the same float32 values: rounding the inputs alone moves the KL by 1e-5 at δ = 1e-4
@@ -135,7 +135,7 @@ def test_float32_accuracy_near_teacher(delta, k, temperature):
 
 @pytest.mark.parametrize("k", [2, 5])
 @pytest.mark.parametrize("scale,temperature", [(30.0, 0.1), (10.0, 1.0)])
-def test_float32_accuracy_far_from_teacher(k, scale, temperature):
+def test_float32_accuracy_far_from_teacher(k, scale, temperature, cpu_isa):
     """Confident teacher and student that disagree (maxima at different classes): float32 stays exact.
 
     Regression: w_k taken against the student's max lost 1e-7 of the offset between the two maxima
@@ -151,7 +151,7 @@ def test_float32_accuracy_far_from_teacher(k, scale, temperature):
         assert rel_err(a, e) < 1e-4
 
 
-def test_float32_extreme_logits():
+def test_float32_extreme_logits(cpu_isa):
     """Logits of ±1e4 at T = 0.05 in float32 (KL ~ 1e5 per pixel): finite, loss exact, no stray gradients."""
     zs, zt = logits(2, 4, 5, 5, scale=1e4, dtype=torch.float32)
     loss, (gs, gt) = grads(kd_logits_loss, zs, zt, 0.05)

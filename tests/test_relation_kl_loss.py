@@ -53,7 +53,7 @@ def test_opcheck(cs, ct, cpu_rows):
 
 @pytest.mark.parametrize("tau", [0.3, 1.0])
 @pytest.mark.parametrize("cs,ct", [(3, 3), (2, 5)])
-def test_gradcheck_float64(cs, ct, tau, cpu_rows):
+def test_gradcheck_float64(cs, ct, tau, cpu_rows, cpu_isa):
     fs, ft = features(2, cs, ct, 3, 4)
     fs.requires_grad_(), ft.requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: relation_kl_loss(a, b, tau), (fs, ft))
@@ -79,7 +79,7 @@ def masked_grads(fn, fs, ft, mask, *args):
 
 @pytest.mark.parametrize("wanted", list(MASKS))
 @pytest.mark.parametrize("cs,ct,dtype", [(5, 5, torch.float64), (3, 7, torch.float64), (6, 6, torch.float32)])
-def test_only_the_gradients_asked_for(wanted, cs, ct, dtype, cpu_rows):
+def test_only_the_gradients_asked_for(wanted, cs, ct, dtype, cpu_rows, cpu_isa):
     """Student only (a detached teacher), teacher only, both: each gradient is the reference's."""
     fs, ft = features(2, cs, ct, 6, 5, dtype=dtype)
     got = masked_grads(relation_kl_loss, fs, ft, MASKS[wanted], 0.5)
@@ -126,7 +126,7 @@ def test_a_gradient_not_asked_for_is_not_computed():
 @pytest.mark.parametrize("tau", [0.1, 0.5, 1.0, 4.0])
 @pytest.mark.parametrize("cs,ct", [(1, 1), (8, 8), (64, 64), (8, 64), (64, 1)])
 @pytest.mark.parametrize("b,h,w", [(1, 1, 1), (2, 5, 17), (3, 17, 5), (1, 32, 32)])
-def test_matches_reference(b, cs, ct, h, w, tau, cpu_rows):
+def test_matches_reference(b, cs, ct, h, w, tau, cpu_rows, cpu_isa):
     fs, ft = features(b, cs, ct, h, w, seed=b * 100 + cs + ct + h)
     assert_matches(relation_kl_loss, relation_kl_loss_reference, fs, ft, tau)
 
@@ -147,14 +147,14 @@ def test_matches_reference_hypothesis(b, cs, ct, h, w, tau, seed):
     assert_matches(relation_kl_loss, relation_kl_loss_reference, fs, ft, tau)
 
 
-def test_several_tiles_and_partial_tiles():
+def test_several_tiles_and_partial_tiles(cpu_isa):
     """N = 33·31 = 1023 pixels: 4 row blocks of the CPU tiling, the last one partial, odd block count."""
     fs, ft = features(2, 5, 7, 33, 31)
     assert_matches(relation_kl_loss, relation_kl_loss_reference, fs, ft, 0.5)
 
 
 @pytest.mark.parametrize("pool,h,w", [(2, 8, 6), (4, 17, 17), (3, 5, 7)])
-def test_pool(pool, h, w):
+def test_pool(pool, h, w, cpu_isa):
     """pool > 1 average-pools both maps (ceil_mode: partial edge windows) before the relations."""
     fs, ft = features(2, 4, 6, h, w)
     assert_matches(relation_kl_loss, relation_kl_loss_reference, fs, ft, 0.5, pool)
@@ -178,7 +178,7 @@ def test_gradients_are_contiguous(cpu_rows):
     assert all(x.is_contiguous() for x in g)
 
 
-def test_zero_pixel_vectors(cpu_rows):
+def test_zero_pixel_vectors(cpu_rows, cpu_isa):
     """Zero pixels have |x̂| = 0: their rows are uniform and the per-row offsets differ (general path)."""
     fs, ft = features(2, 4, 6, 5, 5)
     fs[0, :, 1, 2] = 0
@@ -189,7 +189,7 @@ def test_zero_pixel_vectors(cpu_rows):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_extreme_logits(dtype):
+def test_extreme_logits(dtype, cpu_isa):
     """τ = 0.05 with aligned features (logits up to ±20, rows nearly one-hot): finite and exact."""
     g = torch.Generator().manual_seed(3)
     base = torch.randn(2, 16, 1, 1, generator=g, dtype=torch.float64)
@@ -251,7 +251,7 @@ def test_loss_is_never_negative(cpu_rows):
 @pytest.mark.parametrize("delta", [1e-1, 1e-2, 1e-3])
 @pytest.mark.parametrize("tau", [0.1, 0.5, 1.0, 4.0])
 @pytest.mark.parametrize("cs,ct", [(16, 16), (64, 64), (16, 24), (8, 64)])
-def test_float32_accuracy_near_teacher(delta, cs, ct, tau, cpu_rows):
+def test_float32_accuracy_near_teacher(delta, cs, ct, tau, cpu_rows, cpu_isa):
     """Student ≈ teacher (late training): float32 within 1e-5 (loss) / 1e-4 (grads) of float64.
 
     The float64 reference sees the unrounded features, so the float32 rounding of the inputs counts against

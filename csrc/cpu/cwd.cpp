@@ -24,11 +24,11 @@ namespace cwd_cpu {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 namespace avx2 {
-CwdPart forward_f32(const float*, const float*, int64_t, double);
-CwdPart forward_f64(const double*, const double*, int64_t, double);
-void backward_f32(const float*, const float*, int64_t, double, const double*, double, float*, float*);
-void backward_f64(const double*, const double*, int64_t, double, const double*, double, double*, double*);
+#include "cwd_entry.h"
 }  // namespace avx2
+namespace avx512 {
+#include "cwd_entry.h"
+}  // namespace avx512
 #endif
 
 namespace {
@@ -36,34 +36,22 @@ namespace {
 // Pixels per chunk: 2 × 32 KiB of float32 input, cache-resident between the max and the sum sweeps.
 constexpr int64_t kCwdChunk = 8192;
 
-CwdPart chunk_part(const float* ys, const float* yt, int64_t len, double inv_t) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx2_fma()) return avx2::forward_f32(ys, yt, len, inv_t);
-#endif
-  return baseline::forward_f32(ys, yt, len, inv_t);
+CwdPart chunk_part(CpuIsa isa, const float* ys, const float* yt, int64_t len, double inv_t) {
+  return RELKD_ISA_CALL(isa, forward_f32, ys, yt, len, inv_t);
 }
 
-CwdPart chunk_part(const double* ys, const double* yt, int64_t len, double inv_t) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx2_fma()) return avx2::forward_f64(ys, yt, len, inv_t);
-#endif
-  return baseline::forward_f64(ys, yt, len, inv_t);
+CwdPart chunk_part(CpuIsa isa, const double* ys, const double* yt, int64_t len, double inv_t) {
+  return RELKD_ISA_CALL(isa, forward_f64, ys, yt, len, inv_t);
 }
 
-void chunk_backward(const float* ys, const float* yt, int64_t len, double inv_t, const double* stats, double scale,
-                    float* gs, float* gt) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx2_fma()) return avx2::backward_f32(ys, yt, len, inv_t, stats, scale, gs, gt);
-#endif
-  baseline::backward_f32(ys, yt, len, inv_t, stats, scale, gs, gt);
+void chunk_backward(CpuIsa isa, const float* ys, const float* yt, int64_t len, double inv_t, const double* stats,
+                    double scale, float* gs, float* gt) {
+  RELKD_ISA_CALL(isa, backward_f32, ys, yt, len, inv_t, stats, scale, gs, gt);
 }
 
-void chunk_backward(const double* ys, const double* yt, int64_t len, double inv_t, const double* stats,
+void chunk_backward(CpuIsa isa, const double* ys, const double* yt, int64_t len, double inv_t, const double* stats,
                     double scale, double* gs, double* gt) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx2_fma()) return avx2::backward_f64(ys, yt, len, inv_t, stats, scale, gs, gt);
-#endif
-  baseline::backward_f64(ys, yt, len, inv_t, stats, scale, gs, gt);
+  RELKD_ISA_CALL(isa, backward_f64, ys, yt, len, inv_t, stats, scale, gs, gt);
 }
 
 // p and q as one partial: both rescaled to the larger maxima. The cross sum's offset moves with both maxima:
@@ -102,9 +90,10 @@ std::tuple<Tensor, Tensor> forward_impl(const Tensor& ys, const Tensor& yt, doub
   const double inv_t = 1.0 / temperature;
   const T* ps = ys.data_ptr<T>();
   const T* pt = yt.data_ptr<T>();
+  const CpuIsa isa = cpu_isa("cwd_loss");
   std::vector<CwdPart> parts(rows * nchunks);
   for_chunks(rows, N, [&](int64_t task, int64_t row, int64_t i0, int64_t len) {
-    parts[task] = chunk_part(ps + row * N + i0, pt + row * N + i0, len, inv_t);
+    parts[task] = chunk_part(isa, ps + row * N + i0, pt + row * N + i0, len, inv_t);
   });
   Tensor stats = at::empty({B, C, 3}, ys.options().dtype(at::kDouble));
   double* st = stats.data_ptr<double>();
@@ -144,9 +133,10 @@ std::tuple<Tensor, Tensor> backward_impl(const Tensor& grad, const Tensor& ys, c
   const Tensor st_c = stats.contiguous();
   const double* st = st_c.data_ptr<double>();
   const double scale = grad.item<double>() * temperature / static_cast<double>(rows);
+  const CpuIsa isa = cpu_isa("cwd_loss_backward");
   for_chunks(rows, N, [&](int64_t, int64_t row, int64_t i0, int64_t len) {
     const int64_t off = row * N + i0;
-    chunk_backward(ps + off, pt + off, len, 1.0 / temperature, st + 3 * row, scale, os ? os + off : nullptr,
+    chunk_backward(isa, ps + off, pt + off, len, 1.0 / temperature, st + 3 * row, scale, os ? os + off : nullptr,
                    ot ? ot + off : nullptr);
   });
   return {gs, gt};

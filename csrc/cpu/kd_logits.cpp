@@ -20,47 +20,33 @@ namespace kd_cpu {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 namespace avx2 {
-double forward_f32(const float*, const float*, int64_t, int64_t, int64_t, double, KdScratch&);
-double forward_f64(const double*, const double*, int64_t, int64_t, int64_t, double, KdScratch&);
-void backward_f32(const float*, const float*, int64_t, int64_t, int64_t, double, double, KdScratch&, float*,
-                  float*);
-void backward_f64(const double*, const double*, int64_t, int64_t, int64_t, double, double, KdScratch&, double*,
-                  double*);
+#include "kd_logits_entry.h"
 }  // namespace avx2
+namespace avx512 {
+#include "kd_logits_entry.h"
+}  // namespace avx512
 #endif
 
 namespace {
 
-double forward_block(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t,
-                     KdScratch& s) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx2_fma()) return avx2::forward_f32(zs, zt, K, N, len, inv_t, s);
-#endif
-  return baseline::forward_f32(zs, zt, K, N, len, inv_t, s);
+double forward_block(CpuIsa isa, const float* zs, const float* zt, int64_t K, int64_t N, int64_t len,
+                     double inv_t, KdScratch& s) {
+  return RELKD_ISA_CALL(isa, forward_f32, zs, zt, K, N, len, inv_t, s);
 }
 
-double forward_block(const double* zs, const double* zt, int64_t K, int64_t N, int64_t len, double inv_t,
-                     KdScratch& s) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx2_fma()) return avx2::forward_f64(zs, zt, K, N, len, inv_t, s);
-#endif
-  return baseline::forward_f64(zs, zt, K, N, len, inv_t, s);
+double forward_block(CpuIsa isa, const double* zs, const double* zt, int64_t K, int64_t N, int64_t len,
+                     double inv_t, KdScratch& s) {
+  return RELKD_ISA_CALL(isa, forward_f64, zs, zt, K, N, len, inv_t, s);
 }
 
-void backward_block(const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t, double scale,
-                    KdScratch& s, float* gs, float* gt) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx2_fma()) return avx2::backward_f32(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
-#endif
-  baseline::backward_f32(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
+void backward_block(CpuIsa isa, const float* zs, const float* zt, int64_t K, int64_t N, int64_t len, double inv_t,
+                    double scale, KdScratch& s, float* gs, float* gt) {
+  RELKD_ISA_CALL(isa, backward_f32, zs, zt, K, N, len, inv_t, scale, s, gs, gt);
 }
 
-void backward_block(const double* zs, const double* zt, int64_t K, int64_t N, int64_t len, double inv_t,
-                    double scale, KdScratch& s, double* gs, double* gt) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx2_fma()) return avx2::backward_f64(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
-#endif
-  baseline::backward_f64(zs, zt, K, N, len, inv_t, scale, s, gs, gt);
+void backward_block(CpuIsa isa, const double* zs, const double* zt, int64_t K, int64_t N, int64_t len,
+                    double inv_t, double scale, KdScratch& s, double* gs, double* gt) {
+  RELKD_ISA_CALL(isa, backward_f64, zs, zt, K, N, len, inv_t, scale, s, gs, gt);
 }
 
 // Runs fn(task, offset of the block's first element, block length, scratch) over all pixel blocks.
@@ -86,9 +72,10 @@ Tensor forward_impl(const Tensor& zs, const Tensor& zt, double temperature) {
   const int64_t B = zs.size(0), K = zs.size(1), N = zs.size(2) * zs.size(3);
   const T* ps = zs.data_ptr<T>();
   const T* pt = zt.data_ptr<T>();
+  const CpuIsa isa = cpu_isa("kd_logits_loss");
   std::vector<double> partial(B * ((N + kKdBlock - 1) / kKdBlock));  // added in a fixed order: deterministic
   for_pixel_blocks(B, K, N, [&](int64_t task, int64_t off, int64_t len, KdScratch& s) {
-    partial[task] = forward_block(ps + off, pt + off, K, N, len, 1.0 / temperature, s);
+    partial[task] = forward_block(isa, ps + off, pt + off, K, N, len, 1.0 / temperature, s);
   });
   double total = 0.0;
   for (double v : partial) total += v;
@@ -112,8 +99,9 @@ std::tuple<Tensor, Tensor> backward_impl(const Tensor& grad, const Tensor& zs, c
   T* os = gs.defined() ? gs.data_ptr<T>() : nullptr;
   T* ot = gt.defined() ? gt.data_ptr<T>() : nullptr;
   const double scale = grad.item<double>() * temperature / static_cast<double>(B * N);
+  const CpuIsa isa = cpu_isa("kd_logits_loss_backward");
   for_pixel_blocks(B, K, N, [&](int64_t, int64_t off, int64_t len, KdScratch& s) {
-    backward_block(ps + off, pt + off, K, N, len, 1.0 / temperature, scale, s, os ? os + off : nullptr,
+    backward_block(isa, ps + off, pt + off, K, N, len, 1.0 / temperature, scale, s, os ? os + off : nullptr,
                    ot ? ot + off : nullptr);
   });
   return {gs, gt};

@@ -29,29 +29,24 @@ namespace rkl_cpu {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 namespace avx2 {
-void sums(const float*, const float*, const TileSpan&, const double*, const double*, double*, double*, double*);
-void sums(const double*, const double*, const TileSpan&, const double*, const double*, double*, double*, double*);
-void weights(float*, float*, const TileSpan&, const double*, int64_t, bool, bool);
-void weights(double*, double*, const TileSpan&, const double*, int64_t, bool, bool);
+#include "relation_kl_entry.h"
 }  // namespace avx2
+namespace avx512 {
+#include "relation_kl_entry.h"
+}  // namespace avx512
 #endif
 
 namespace {
 
 template <typename W>
-void sums(const W* s, const W* d, const TileSpan& span, const double* ms, const double* mt, double* out, int64_t N) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx2_fma()) return avx2::sums(s, d, span, ms, mt, out, out + N, out + 2 * N);
-#endif
-  baseline::sums(s, d, span, ms, mt, out, out + N, out + 2 * N);
+void sums(CpuIsa isa, const W* s, const W* d, const TileSpan& span, const double* ms, const double* mt, double* out,
+          int64_t N) {
+  RELKD_ISA_CALL(isa, sums, s, d, span, ms, mt, out, out + N, out + 2 * N);
 }
 
 template <typename W>
-void weights(W* s, W* d, const TileSpan& span, const double* terms, int64_t N, GradMask mask) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx2_fma()) return avx2::weights(s, d, span, terms, N, mask[0], mask[1]);
-#endif
-  baseline::weights(s, d, span, terms, N, mask[0], mask[1]);
+void weights(CpuIsa isa, W* s, W* d, const TileSpan& span, const double* terms, int64_t N, GradMask mask) {
+  RELKD_ISA_CALL(isa, weights, s, d, span, terms, N, mask[0], mask[1]);
 }
 
 constexpr int64_t kWorkspaceBytes = int64_t{32} << 20;  // per-partition accumulators, all together
@@ -93,25 +88,46 @@ struct Tiles {
   }
 };
 
-// Runs fn(tiles, part, b, I, J) over all block pairs I <= J of every sample in one parallel region. The
-// pairs are dealt round-robin to `parts` partitions, each accumulating into its own slice `part` of the
-// caller's workspace, which the caller then adds up in partition order: no atomics, no locks, and results
-// that do not depend on scheduling. One parallel region, not one per round of tiles: a barrier per round
-// costs a scheduler time slice per round when the cores are shared.
+struct TilePair {
+  int64_t b, i, j;
+};
+
+// All block pairs I <= J of every sample, dealt to `parts` partitions: largest tile first, each to the
+// partition with the least work so far (ties to the lower index). The deal depends only on (B, N, parts), so
+// every partition sums its tiles in a fixed order; and it stays balanced when the last block is partial
+// (a round-robin deal gave one of two partitions 38 % more pairs at N = 576).
+std::vector<std::vector<TilePair>> deal_tile_pairs(int64_t B, int64_t N, int64_t parts) {
+  const int64_t nb = (N + kTile - 1) / kTile;
+  std::vector<TilePair> all;
+  all.reserve(B * nb * (nb + 1) / 2);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < nb; ++i)
+      for (int64_t j = i; j < nb; ++j) all.push_back({b, i, j});
+  const auto pairs_in = [N](const TilePair& t) { return block(t.i, N).len * block(t.j, N).len; };
+  std::stable_sort(all.begin(), all.end(),
+                   [&](const TilePair& x, const TilePair& y) { return pairs_in(x) > pairs_in(y); });
+  std::vector<std::vector<TilePair>> dealt(parts);
+  std::vector<int64_t> load(parts, 0);
+  for (const TilePair& t : all) {
+    const int64_t p = std::min_element(load.begin(), load.end()) - load.begin();
+    dealt[p].push_back(t);
+    load[p] += pairs_in(t);
+  }
+  return dealt;
+}
+
+// Runs fn(tiles, part, b, I, J) over all block pairs I <= J of every sample in one parallel region, each
+// partition accumulating into its own slice `part` of the caller's workspace, which the caller then adds up
+// in partition order: no atomics, no locks, and results that do not depend on scheduling. One parallel
+// region, not one per round of tiles: a barrier per round costs a scheduler time slice per round when the
+// cores are shared.
 template <typename Fn>
 void for_tile_pairs(int64_t B, int64_t N, int64_t parts, const Tensor& like, Fn fn) {
-  const int64_t nb = (N + kTile - 1) / kTile, per_sample = nb * (nb + 1) / 2;
-  std::vector<std::pair<int64_t, int64_t>> pairs;
-  pairs.reserve(per_sample);
-  for (int64_t i = 0; i < nb; ++i)
-    for (int64_t j = i; j < nb; ++j) pairs.emplace_back(i, j);
+  const std::vector<std::vector<TilePair>> dealt = deal_tile_pairs(B, N, parts);
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     Tiles tiles(like);
     for (int64_t part = begin; part < end; ++part)
-      for (int64_t task = part; task < B * per_sample; task += parts) {
-        const auto [i, j] = pairs[task % per_sample];
-        fn(tiles, part, task / per_sample, i, j);
-      }
+      for (const TilePair& t : dealt[part]) fn(tiles, part, t.b, t.i, t.j);
   });
 }
 
@@ -137,6 +153,7 @@ template <typename W>
 Tensor row_sums_impl(const RelationRows& rows, double inv_tau) {
   const int64_t B = rows.xs.size(0), N = rows.xs.size(1);
   const int64_t parts = partitions(B, N, B * 3 * N * static_cast<int64_t>(sizeof(double)));
+  const CpuIsa isa = cpu_isa("relation_kl_loss");
   Tensor ws = at::zeros({parts, B, 3, N}, rows.offsets.options());
   double* out = ws.data_ptr<double>();
   const double* m = rows.offsets.data_ptr<double>();
@@ -146,7 +163,7 @@ Tensor row_sums_impl(const RelationRows& rows, double inv_tau) {
     tiles.compute(rows, b, I, J, vs, vd);
     const double *ms = m + b * 2 * N, *mt = ms + N;
     const TileSpan span = span_of(I, J, uniform(ms, I, J) && uniform(mt, I, J), inv_tau);
-    sums<W>(vs.data_ptr<W>(), vd.data_ptr<W>(), span, ms, mt, out + (part * B + b) * 3 * N, N);
+    sums<W>(isa, vs.data_ptr<W>(), vd.data_ptr<W>(), span, ms, mt, out + (part * B + b) * 3 * N, N);
   });
   return reduce_parts(ws);
 }
@@ -169,6 +186,7 @@ std::tuple<Tensor, Tensor> row_grads_impl(const RelationRows& rows, const Tensor
   const Tensor &xs = rows.xs, &xt = rows.xt;
   const int64_t B = xs.size(0), N = xs.size(1), Cs = xs.size(2), Ct = xt.size(2);
   const int64_t channels = (mask[0] ? Cs : 0) + (mask[1] ? Ct : 0);
+  const CpuIsa isa = cpu_isa("relation_kl_loss_backward");
   const int64_t parts = partitions(B, N, B * N * channels * static_cast<int64_t>(sizeof(W)));
   Tensor ws_s = side_workspace(mask[0], parts, xs), ws_t = side_workspace(mask[1], parts, xt);
   const double* m = terms.data_ptr<double>();
@@ -177,7 +195,7 @@ std::tuple<Tensor, Tensor> row_grads_impl(const RelationRows& rows, const Tensor
     const Block I = block(bi, N), J = block(bj, N);
     tiles.compute(rows, b, I, J, vs, vd);
     const double* tb = m + b * 5 * N;
-    weights<W>(vs.data_ptr<W>(), vd.data_ptr<W>(), span_of(I, J, uniform(tb, I, J) && uniform(tb + N, I, J), inv_tau),
+    weights<W>(isa, vs.data_ptr<W>(), vd.data_ptr<W>(), span_of(I, J, uniform(tb, I, J) && uniform(tb + N, I, J), inv_tau),
                tb, N, mask);
     if (mask[0]) add_tile_grads(ws_s[part][b], vs, xs[b], I, J);
     if (mask[1]) add_tile_grads(ws_t[part][b], vd, xt[b], I, J);
