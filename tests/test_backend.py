@@ -89,7 +89,7 @@ def test_unknown_cpu_isa_is_an_error(call, monkeypatch):
 
 
 def test_cpu_isa_builds_agree(cpu_isa, monkeypatch):
-    """Each build gives the default build's losses to float32 rounding (the same formulas, other vector widths)."""
+    """Each build gives the default build's losses to float32 rounding (same formulas, other widths)."""
     x, y = torch.randn(2, 3, 9, 8), torch.randn(2, 3, 9, 8)
     got = [float(op(x, y)) for op in (ops.kd_logits_loss, ops.cwd_loss, ops.relation_kl_loss)]
     monkeypatch.setenv("RELKD_CPU_ISA", "auto")
