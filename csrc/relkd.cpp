@@ -3,6 +3,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "cpu/isa.h"
 #include "relkd.h"
 
 extern "C" {
@@ -21,6 +22,9 @@ PyObject* PyInit__C(void) {
 #else
   PyModule_AddIntConstant(module, "with_openmp", 0);
 #endif
+  // The widest build of the CPU kernels this CPU runs (csrc/cpu/isa.h), what RELKD_CPU_ISA=auto picks.
+  PyModule_AddStringConstant(module, "cpu_kernels",
+                             relkd::cpu_has_avx512() ? "avx512" : relkd::cpu_has_avx2_fma() ? "avx2" : "baseline");
   return module;
 }
 }

@@ -297,6 +297,7 @@ def peak_extra_mb(run: Callable[[], object], device: torch.device) -> float:
 
 
 def machine() -> str:
+    """The device the rows ran on; on the CPU with the build of the native kernels (csrc/cpu/isa.h)."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
     model = platform.processor() or platform.machine()
@@ -307,7 +308,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    kernels = f", {ops.cpu_kernels()} kernels" if ops.cpu_kernels() else ""
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads{kernels}"
 
 
 def git_commit() -> str:

@@ -95,3 +95,13 @@ def test_cpu_isa_builds_agree(cpu_isa, monkeypatch):
     monkeypatch.setenv("RELKD_CPU_ISA", "auto")
     want = [float(op(x, y)) for op in (ops.kd_logits_loss, ops.cwd_loss, ops.relation_kl_loss)]
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_cpu_kernels_names_the_build_the_ops_run(monkeypatch):
+    monkeypatch.delenv("RELKD_CPU_ISA", raising=False)
+    widest = ops.cpu_kernels()
+    assert widest in ("avx512", "avx2", "baseline")
+    monkeypatch.setenv("RELKD_CPU_ISA", "baseline")
+    assert ops.cpu_kernels() == "baseline"
+    monkeypatch.setenv("RELKD_CPU_ISA", "auto")
+    assert ops.cpu_kernels() == widest

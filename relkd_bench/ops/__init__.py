@@ -5,7 +5,7 @@ dispatches to the native kernels, and the fake/autograd registrations. Imports o
 """
 
 from . import affinity, cwd, gram, kd_logits, relation_kl
-from ._backend import backend, native_available, native_has_cuda, set_backend
+from ._backend import backend, cpu_kernels, native_available, native_has_cuda, set_backend
 from .affinity import affinity_loss, affinity_loss_dual, affinity_loss_reference
 from .cwd import cwd_loss, cwd_loss_reference
 from .gram import gram_loss, gram_loss_reference
@@ -21,6 +21,7 @@ __all__ = [
     "affinity_loss_dual",
     "affinity_loss_reference",
     "backend",
+    "cpu_kernels",
     "cwd_loss",
     "cwd_loss_reference",
     "gram_loss",

@@ -35,6 +35,15 @@ def native_has_cuda() -> bool:
     return _native is not None and bool(_native.with_cuda)
 
 
+def cpu_kernels() -> str | None:
+    """The build of the native CPU kernels the ops run (csrc/cpu/isa.h): ``RELKD_CPU_ISA`` when it names one,
+    else the widest this CPU has (``avx512``, ``avx2`` or ``baseline``); ``None`` without the extension."""
+    if _native is None:
+        return None
+    forced = os.environ.get("RELKD_CPU_ISA", "")
+    return forced if forced not in ("", "auto") else _native.cpu_kernels
+
+
 def set_backend(name: str | None) -> None:
     """Force ``"native"`` or ``"reference"``; ``None`` returns to the automatic choice."""
     global _choice
