@@ -72,6 +72,10 @@ def test_cpu_kernels_are_built_with_openmp():
     assert native.with_openmp == 1
 
 
+needs_native = pytest.mark.skipif(ops.backend() != "native", reason="the native backend is not in use")
+
+
+@needs_native
 @pytest.mark.parametrize(
     "call",
     [
@@ -88,6 +92,7 @@ def test_unknown_cpu_isa_is_an_error(call, monkeypatch):
         call(torch.randn(1, 2, 3, 3))
 
 
+@needs_native
 def test_cpu_isa_builds_agree(cpu_isa, monkeypatch):
     """Each build gives the default build's losses to float32 rounding (same formulas, other widths)."""
     x, y = torch.randn(2, 3, 9, 8), torch.randn(2, 3, 9, 8)
@@ -97,6 +102,7 @@ def test_cpu_isa_builds_agree(cpu_isa, monkeypatch):
     assert got == pytest.approx(want, rel=1e-5)
 
 
+@needs_native
 def test_cpu_kernels_names_the_build_the_ops_run(monkeypatch):
     monkeypatch.delenv("RELKD_CPU_ISA", raising=False)
     widest = ops.cpu_kernels()
