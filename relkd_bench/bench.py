@@ -308,7 +308,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    kernels = f", {ops.cpu_kernels()} kernels" if ops.cpu_kernels() else ""
+    build = ops.cpu_kernels()
+    kernels = f", {build} kernels" if build else ""
     return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads{kernels}"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -103,3 +105,12 @@ TINY_RUN = {
     "teacher.kwargs.channels": [4, 8, 16, 32], "teacher.kwargs.strides": [2, 2, 2],
     "distill.lambda_logits": 1.0, "distill.lambda_km": 1.0, "distill.lambda_aa": 1.0,
 }
+
+
+CPU_ISAS = ("avx512", "avx2", "baseline")  # the builds of the CPU kernels (csrc/cpu/isa.h), widest first
+
+
+def runnable_cpu_isas() -> tuple[str, ...]:
+    """The builds this CPU runs: the widest it has (relkd_bench._C.cpu_kernels) and every narrower one."""
+    native = importlib.import_module("relkd_bench._C")
+    return CPU_ISAS[CPU_ISAS.index(native.cpu_kernels):]

@@ -1,12 +1,12 @@
 // Chunk kernels of cwd_loss on the CPU, compiled once per instruction set: cwd.cpp includes this file for
 // the baseline ISA, cwd_avx2.cpp for AVX2+FMA and cwd_avx512.cpp for AVX-512, each inside its own namespace
-// (RELKD_ISA); cwd.cpp picks one per call (isa.h) and declares the entry points of cwd_entry.h. Plain C++ on raw pointers only (fast_math.h's helpers are `static`, so each ISA
-// gets its own copy).
+// (RELKD_ISA); cwd.cpp picks one per call (isa.h) and declares the entry points of cwd_entry.h. Plain C++
+// on raw pointers only (fast_math.h's helpers are `static`, so each ISA gets its own copy).
 //
 // A row is one (sample, channel) map of N pixels, contiguous. The forward splits it into chunks of kCwdChunk
 // pixels; a chunk gives a CwdPart (its own maxima, rescaled exp sums and the cross sum, below) in two sweeps
 // over the chunk (max, then sums) that stay in cache, so ys and yt are read from memory once. Partials are
-// combined in chunk order (cwd_merge): the result does not depend on the thread count.
+// combined in chunk order (merge in cwd.cpp): the result does not depend on the thread count.
 // Float64 throughout: the KL of nearly equal maps is a difference of O(δ) terms (docs/accuracy.md).
 #include <cstdint>
 

@@ -1,8 +1,8 @@
 // Pixel-block kernels of kd_logits_loss on the CPU, compiled once per instruction set: kd_logits.cpp
 // includes this file for the baseline ISA, kd_logits_avx2.cpp for AVX2+FMA and kd_logits_avx512.cpp for
 // AVX-512, each inside its own namespace (RELKD_ISA); kd_logits.cpp picks one per call (isa.h) and declares
-// the entry points of kd_logits_entry.h. Plain C++ on raw pointers only, so
-// no inline function from another header is instantiated with the wider ISA.
+// the entry points of kd_logits_entry.h. Plain C++ on raw pointers only, so no inline function from another
+// header is instantiated with the wider ISA.
 //
 // Per pixel, with u = (z − max z) / T: KL = Σ_k p_t,k (u_t,k − u_s,k) + log(Σ e^{u_s} / Σ e^{u_t}).
 // Written so, the KL of nearly equal distributions is a difference of O(δ) terms, which float32 would

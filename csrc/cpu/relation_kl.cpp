@@ -94,8 +94,8 @@ struct TilePair {
 
 // All block pairs I <= J of every sample, dealt to `parts` partitions: largest tile first, each to the
 // partition with the least work so far (ties to the lower index). The deal depends only on (B, N, parts), so
-// every partition sums its tiles in a fixed order; and it stays balanced when the last block is partial
-// (a round-robin deal gave one of two partitions 38 % more pairs at N = 576).
+// every partition sums its tiles in a fixed order, and the partitions' pair counts stay close also when the
+// last block is partial (tiles of unequal size).
 std::vector<std::vector<TilePair>> deal_tile_pairs(int64_t B, int64_t N, int64_t parts) {
   const int64_t nb = (N + kTile - 1) / kTile;
   std::vector<TilePair> all;

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ import optuna  # noqa: E402
 
 from relkd_bench.ablate.spec import TEACHER  # noqa: E402
 from relkd_bench.report.stats import case_scores  # noqa: E402
-from relkd_bench.report.tables import Stat, dice_table  # noqa: E402
+from relkd_bench.report.tables import Stat, dice_table, read_profile_csv  # noqa: E402
 
 __all__ = ["dice_vs_gflops", "optuna_figures", "per_site_bars"]
 
@@ -99,9 +98,7 @@ def dice_vs_gflops(rows: Sequence[dict[str, Any]], profile_csv: Path, path: Path
     (std over seeds) only where there are ≥ 2 seeds."""
     if not profile_csv.is_file():
         return None
-    with open(profile_csv, newline="") as fh:
-        profile = csv.DictReader(line for line in fh if not line.startswith("#"))
-        gflops = {r["model"]: float(r["gflops"]) for r in profile}
+    gflops = {r["model"]: float(r["gflops"]) for r in read_profile_csv(profile_csv)[0]}
     done = [r for r in rows if r["state"] == "COMPLETE"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     plotted = False

@@ -314,17 +314,23 @@ def _file_safe(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
 
+def read_profile_csv(profile_csv: Path) -> tuple[list[dict[str, str]], str | None]:
+    """The rows of an ``efficiency.csv`` written by ``python -m relkd_bench.profile`` and how its models were
+    built (its ``# models:`` line; None when the file has none)."""
+    with open(profile_csv, newline="") as fh:
+        lines = fh.read().splitlines()
+    built = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("# models:")), None)
+    return list(csv.DictReader(line for line in lines if not line.startswith("#"))), built
+
+
 def efficiency_table(profile_csv: Path, used: set[str]) -> Table:
     """(c) Efficiency from ``results/efficiency.csv`` (``python -m relkd_bench.profile``)."""
     header = ["model", "role", "params (M)", "GFLOPs", "CPU latency (ms)", "checkpoint (MB)"]
     if not profile_csv.is_file():
         return Table("c_efficiency", "(c) Efficiency", header, [], "", note=f"{profile_csv} not found: run "
                      "`python -m relkd_bench.profile` to write it.")
-    with open(profile_csv, newline="") as fh:
-        lines = fh.read().splitlines()
-    prof = list(csv.DictReader(line for line in lines if not line.startswith("#")))
-    built = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("# models:")),
-                 "the registry's default widths (a profile written before it said how its models were built)")
+    prof, built = read_profile_csv(profile_csv)
+    built = built or "the registry's default widths (the profile does not say how its models were built)"
     body = [[r["model"] + (" (this study)" if r["model"] in used else ""), r["role"],
              float(r["params"]) / 1e6, float(r["gflops"]), float(r["latency_ms"]), float(r["size_mb"])]
             for r in prof]
