@@ -49,8 +49,12 @@ TORCH_LIBRARY(relkd, m) {
   m.def(
       "cwd_loss_backward(Tensor grad, Tensor ys, Tensor yt, Tensor stats, float temperature, bool[2] output_mask) "
       "-> (Tensor, Tensor)");
+  // grad_mask: the gradients (w.r.t. fs, ft, per unit upstream gradient) this call forms along with the loss,
+  // returned third and fourth; a side not asked for comes back as an empty [0] tensor. The backward op then
+  // serves only a side the forward did not form.
   m.def(
-      "relation_kl_loss(Tensor fs, Tensor ft, float temperature, float eps, bool check_finite) -> (Tensor, Tensor)");
+      "relation_kl_loss(Tensor fs, Tensor ft, float temperature, float eps, bool check_finite, "
+      "bool[2] grad_mask=[False, False]) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "relation_kl_loss_backward(Tensor grad, Tensor fs, Tensor ft, Tensor stats, float temperature, float eps, "
       "bool[2] output_mask) -> (Tensor, Tensor)");

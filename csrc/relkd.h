@@ -145,14 +145,27 @@ struct RelationKLKernels {
   // taking g_rows [B,N,C]·scale back to f's NCHW shape and dtype.
   RelationRows (*rows)(const Tensor& fs, const Tensor& ft, double eps, double inv_tau, at::ScalarType work) = nullptr;
   Tensor (*rows_backward)(const Tensor& f, const Tensor& g_rows, const Tensor& scale, double eps) = nullptr;
+  // Optional: row_sums and row_grads in one sweep, each pair formed once, where a device can hold all of a
+  // sample's pairs at a time (the CPU: every tile of one sample per thread, for small N). Sets the row sums
+  // and the sides in `mask` (at least one) and returns true, or returns false without work where it would
+  // not gain (then row_sums and row_grads run).
+  bool (*sums_and_grads)(const RelationRows& rows, double inv_tau, GradMask mask, Tensor& sums, Tensor& gs,
+                         Tensor& gt) = nullptr;
 };
+
+// The backward terms of row_grads (m_s, m_t, r_s = 1/Σ e_s, r_t = 1/Σ e_t, a = Σ p_t (t − s)) from row sums
+// [B,3,N] and offsets [B,2,N]: the same terms the backward op derives from the saved statistics.
+Tensor relation_kl_terms(const Tensor& sums, const Tensor& offsets);
 
 // The CPU's fused per-pixel passes (csrc/cpu/relation_kl_rows.cpp).
 RelationRows relation_rows_cpu(const Tensor& fs, const Tensor& ft, double eps, double inv_tau, at::ScalarType work);
 Tensor relation_rows_backward_cpu(const Tensor& f, const Tensor& g_rows, const Tensor& scale, double eps);
 
-std::tuple<Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const Tensor& fs, const Tensor& ft,
-                                               double temperature, double eps, bool check_finite);
+// Returns loss, stats [B,3,N] (lse_s, lse_t, KL) and the gradients w.r.t. fs, ft that grad_mask asks for, per
+// unit upstream gradient (an empty [0] tensor for a side not asked for).
+std::tuple<Tensor, Tensor, Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const Tensor& fs,
+                                                               const Tensor& ft, double temperature, double eps,
+                                                               bool check_finite, GradMask grad_mask);
 // output_mask: which of the gradients w.r.t. fs, ft to compute; one not asked for is returned undefined
 // (None in Python) and none of its work is done.
 std::tuple<Tensor, Tensor> relation_kl_backward(const RelationKLKernels& k, const Tensor& grad, const Tensor& fs,

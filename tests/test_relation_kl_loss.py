@@ -43,12 +43,16 @@ def test_rejects_unknown_rows_path(monkeypatch):
 
 
 @pytest.mark.parametrize("cs,ct", [(3, 3), (4, 6)])
-def test_opcheck(cs, ct, cpu_rows):
-    """Also with one side's gradient only (the backward's output_mask: None for the other)."""
-    fs, ft = features(2, cs, ct, 5, 4)
+@pytest.mark.parametrize("h,w", [(5, 4), (17, 16)])  # N = 20: one CPU tile; N = 272: the two-sweep path
+def test_opcheck(cs, ct, h, w, cpu_rows):
+    """Also with one side's gradient only (the backward's output_mask: None for the other), and with the
+    gradients formed in the forward (grad_mask), alone or with the backward op serving the other side."""
+    fs, ft = features(2, cs, ct, h, w)
     for grad_s, grad_t in [(False, False), (True, True), (True, False), (False, True)]:
-        args = (fs.requires_grad_(grad_s), ft.requires_grad_(grad_t), 0.5, 1e-12, True)
-        torch.library.opcheck(torch.ops.relkd.relation_kl_loss.default, args)
+        leaves = (fs.requires_grad_(grad_s), ft.requires_grad_(grad_t))
+        for grad_mask in {(False, False), (grad_s, grad_t), (grad_s, False)}:
+            args = (*leaves, 0.5, 1e-12, True, list(grad_mask))
+            torch.library.opcheck(torch.ops.relkd.relation_kl_loss.default, args)
 
 
 @pytest.mark.parametrize("tau", [0.3, 1.0])
@@ -94,7 +98,7 @@ def test_backward_op_returns_none_for_a_gradient_not_asked_for(wanted, cpu_rows)
     """The raw op with output_mask: a masked-out gradient is None (ATen's convention, as in
     native_batch_norm_backward), the other is exactly the one of the full backward."""
     fs, ft = features(2, 4, 6, 5, 4)
-    _, stats = torch.ops.relkd.relation_kl_loss(fs, ft, 0.5, 1e-12, True)
+    stats = torch.ops.relkd.relation_kl_loss(fs, ft, 0.5, 1e-12, True)[1]
     one = torch.tensor(1.0, dtype=fs.dtype)
     full = torch.ops.relkd.relation_kl_loss_backward(one, fs, ft, stats, 0.5, 1e-12, [True, True])
     got = torch.ops.relkd.relation_kl_loss_backward(one, fs, ft, stats, 0.5, 1e-12, list(MASKS[wanted]))
@@ -104,10 +108,86 @@ def test_backward_op_returns_none_for_a_gradient_not_asked_for(wanted, cpu_rows)
     assert tuple(none) == (None, None)
 
 
+@pytest.mark.parametrize("wanted", list(MASKS))
+@pytest.mark.parametrize("cs,ct,dtype", [(5, 5, torch.float64), (3, 7, torch.float64), (6, 6, torch.float32)])
+@pytest.mark.parametrize("h,w", [(1, 1), (6, 5), (16, 16), (17, 16), (23, 29), (33, 33)])
+def test_gradients_formed_in_the_forward_are_the_backward_ops(wanted, cs, ct, dtype, h, w, cpu_rows, cpu_isa):
+    """grad_mask: the forward's gradients (per unit upstream gradient) are the backward op's, for one CPU
+    tile per sample (N ≤ 256), several tiles in one sweep (N ≤ 1024) and two sweeps (N = 1089); a side not
+    asked for is an empty tensor."""
+    fs, ft = features(2, cs, ct, h, w, seed=h * w, dtype=dtype)
+    _, stats, *formed = torch.ops.relkd.relation_kl_loss(fs, ft, 0.5, 1e-12, True, list(MASKS[wanted]))
+    one = torch.tensor(1.0, dtype=dtype)
+    late = torch.ops.relkd.relation_kl_loss_backward(one, fs, ft, stats, 0.5, 1e-12, list(MASKS[wanted]))
+    for got, want, f, m in zip(formed, late, (fs, ft), MASKS[wanted]):
+        if not m:
+            assert got.shape == (0,) and want is None
+            continue
+        assert got.shape == f.shape and got.dtype == f.dtype
+        # the terms come from the row sums here, from the saved statistics in the backward op (at N = 1 the
+        # gradient is 0, and the backward op's rounding leaves ~1e-48: hence the floor of the scale)
+        scale = max(float(want.abs().max()), 1e-3)
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        assert float((got.double() - want.double()).abs().max()) <= tol * scale
+
+
+@pytest.mark.parametrize("h,w", [(6, 5), (17, 16)])
+def test_autograd_takes_formed_gradients_and_the_backward_op_alike(h, w):
+    """Through autograd: both sides formed in the forward, neither (the backward op), or the student's only
+    while both need one (the backward op serves the teacher): the same gradients."""
+    fs, ft = features(2, 4, 6, h, w)
+    results = []
+    for grad_mask in ([True, True], [False, False], [True, False]):
+        leaves = (fs.clone().requires_grad_(), ft.clone().requires_grad_())
+        loss = torch.ops.relkd.relation_kl_loss(*leaves, 0.5, 1e-12, True, grad_mask)[0]
+        results.append(torch.autograd.grad(3.0 * loss, leaves))
+    for other in results[1:]:
+        for a, e in zip(other, results[0]):
+            assert rel_err(a, e) < 1e-12
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_sample_on_several_threads_takes_two_sweeps_alike(threads):
+    """B = 1 with N > 256: one sweep on one thread; with more threads than samples the two parallel sweeps
+    (one task per sample would leave a thread idle). The gradients are the backward op's either way."""
+    torch.set_num_threads(threads)  # the conftest fixture restores it
+    fs, ft = features(1, 4, 4, 23, 29, seed=3)
+    _, stats, gs, gt = torch.ops.relkd.relation_kl_loss(fs, ft, 0.5, 1e-12, True, [True, True])
+    one = torch.tensor(1.0, dtype=fs.dtype)
+    late = torch.ops.relkd.relation_kl_loss_backward(one, fs, ft, stats, 0.5, 1e-12, [True, True])
+    for got, want in zip((gs, gt), late):
+        assert rel_err(got, want) < 1e-12
+
+
+def _forward_tile_gemms(h: int, w: int, grad_mask: list[bool]) -> int:
+    """The aten::mm calls (the CPU tiles' inner products) of one forward, with one thread."""
+    fs, ft = features(1, 3, 3, h, w)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        torch.ops.relkd.relation_kl_loss(fs, ft, 0.5, 1e-12, True, grad_mask)
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::mm")
+
+
+def test_gradients_formed_in_one_sweep_form_each_tile_once():
+    """Up to N = 1024 the forward's gradients reuse its tiles; above, the second sweep forms them again."""
+    torch.set_num_threads(1)  # parallel_for runs on the profiled thread (the conftest fixture restores it)
+    alone = _forward_tile_gemms(23, 29, [False, False])
+    assert alone > 0 and _forward_tile_gemms(23, 29, [True, False]) == alone
+    assert _forward_tile_gemms(33, 33, [True, False]) == 2 * _forward_tile_gemms(33, 33, [False, False])
+
+
+def test_the_wrapper_forms_the_gradients_autograd_will_need():
+    from relkd_bench.ops.relation_kl import _grads_to_form
+
+    fs, ft = features(1, 2, 2, 3, 3)
+    assert _grads_to_form(fs.requires_grad_(), ft) == [True, False]
+    with torch.no_grad():
+        assert _grads_to_form(fs, ft) == [False, False]
+
+
 def _backward_gemms(mask) -> int:
     """The aten::addmm_ calls of one backward (the CPU tiles' G·X̂ products), with one thread."""
     fs, ft = features(2, 3, 3, 20, 20)
-    _, stats = torch.ops.relkd.relation_kl_loss(fs, ft, 0.5, 1e-12, True)
+    stats = torch.ops.relkd.relation_kl_loss(fs, ft, 0.5, 1e-12, True)[1]
     one = torch.tensor(1.0, dtype=fs.dtype)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         torch.ops.relkd.relation_kl_loss_backward(one, fs, ft, stats, 0.5, 1e-12, list(mask))

@@ -62,23 +62,38 @@ Tensor unit_rows_backward(const Tensor& f, const Tensor& g_rows, const Tensor& s
 
 }  // namespace
 
-std::tuple<Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const Tensor& fs, const Tensor& ft,
-                                               double temperature, double eps, bool check_finite) {
+Tensor relation_kl_terms(const Tensor& sums, const Tensor& offsets) {
+  const Tensor sum_s = sums.select(1, 0), sum_t = sums.select(1, 1), acc = sums.select(1, 2);
+  return at::stack({offsets.select(1, 0), offsets.select(1, 1), sum_s.reciprocal(), sum_t.reciprocal(), acc / sum_t}, 1);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const Tensor& fs,
+                                                               const Tensor& ft, double temperature, double eps,
+                                                               bool check_finite, GradMask grad_mask) {
   const double inv_tau = 1.0 / temperature;
   const RelationRows rows = relation_rows(k, fs, ft, eps, inv_tau);
-  const Tensor sums = k.row_sums(rows, inv_tau);  // [B, 3, N]
+  const int64_t B = fs.size(0), N = rows.xs.size(1);
+  const bool grads = grad_mask[0] || grad_mask[1];
+  Tensor sums, gs, gt;  // sums [B, 3, N]; gs, gt: Σ_j G_ij x̂_j per row, when asked for
+  if (!grads || k.sums_and_grads == nullptr || !k.sums_and_grads(rows, inv_tau, grad_mask, sums, gs, gt)) {
+    sums = k.row_sums(rows, inv_tau);
+    if (grads) std::tie(gs, gt) = k.row_grads(rows, relation_kl_terms(sums, rows.offsets).contiguous(), inv_tau, grad_mask);
+  }
   const Tensor sum_s = sums.select(1, 0), sum_t = sums.select(1, 1), acc = sums.select(1, 2);
   const Tensor ms = rows.offsets.select(1, 0), mt = rows.offsets.select(1, 1);
   // KL_i = acc / Σ e_t + (m_s − m_t) + log(Σ e_s / Σ e_t): no difference of two large lse values.
   const Tensor kl = acc / sum_t + (ms - mt) + (sum_s / sum_t).log();
   const Tensor stats = at::stack({ms + sum_s.log(), mt + sum_t.log(), kl}, 1);  // lse_s, lse_t, KL
-  const int64_t B = fs.size(0), N = rows.xs.size(1);
   // A KL divergence is ≥ 0; rounding can leave a near-zero sum a little below, so it is clamped at 0 (the
-  // backward is the unclamped formula's).
+  // gradients are the unclamped formula's).
   const Tensor loss =
       (kl.sum() * (temperature * temperature / static_cast<double>(B * N))).clamp_min(0.0).to(fs.scalar_type());
   if (check_finite) check_finite_result("relation_kl_loss", loss, {{"fs", fs}, {"ft", ft}});
-  return {loss, stats};
+  // The backward op's scale (below) for an upstream gradient of 1.
+  const Tensor scale = at::scalar_tensor(temperature / static_cast<double>(B * N), rows.offsets.options());
+  const auto chain = k.rows_backward != nullptr ? k.rows_backward : &unit_rows_backward;
+  return {loss, stats, grad_mask[0] ? chain(fs, gs, scale, eps) : at::empty({0}, fs.options()),
+          grad_mask[1] ? chain(ft, gt, scale, eps) : at::empty({0}, ft.options())};
 }
 
 std::tuple<Tensor, Tensor> relation_kl_backward(const RelationKLKernels& k, const Tensor& grad, const Tensor& fs,
@@ -90,6 +105,7 @@ std::tuple<Tensor, Tensor> relation_kl_backward(const RelationKLKernels& k, cons
   const int64_t B = fs.size(0), N = rows.xs.size(1);
   const Tensor lse_s = stats.select(1, 0), lse_t = stats.select(1, 1), kl = stats.select(1, 2);
   const Tensor ms = rows.offsets.select(1, 0), mt = rows.offsets.select(1, 1);
+  // relation_kl_terms from the saved statistics: e^{m − lse} = 1/Σ e and lse_t − lse_s + KL = Σ p_t (t − s).
   const Tensor terms = at::stack({ms, mt, (ms - lse_s).exp(), (mt - lse_t).exp(), lse_t - lse_s + kl}, 1);
   const auto [gs, gt] = k.row_grads(rows, terms.contiguous(), inv_tau, output_mask);
   // dL/ds_ij carries τ²/(B·N) from the loss and 1/τ from s_ij = ⟨x̂_i, x̂_j⟩ / τ.

@@ -203,6 +203,65 @@ std::tuple<Tensor, Tensor> row_grads_impl(const RelationRows& rows, const Tensor
   return {mask[0] ? reduce_parts(ws_s) : Tensor(), mask[1] ? reduce_parts(ws_t) : Tensor()};
 }
 
+// Tiles of one sample kept at a time by sums_and_grads, per thread: up to 4 blocks (N ≤ 1024, 10 tile pairs,
+// 10 MiB of float64 tiles).
+constexpr int64_t kOneSweepBlocks = 4;
+
+// Every tile pair of one sample, formed once: the sample's row sums, then its terms, then the weights and
+// gradient GEMMs on the same tiles (row_sums and row_grads in one sweep, no tile recomputed). One task per
+// sample, so each sample's sums and gradients are accumulated by one thread in a fixed order.
+template <typename W>
+void sums_and_grads_impl(const RelationRows& rows, double inv_tau, GradMask mask, Tensor& totals, Tensor& gs,
+                         Tensor& gt) {
+  const Tensor &xs = rows.xs, &xt = rows.xt;
+  const int64_t B = xs.size(0), N = xs.size(1), nb = (N + kTile - 1) / kTile;
+  const CpuIsa isa = cpu_isa("relation_kl_loss");
+  totals = at::zeros({B, 3, N}, rows.offsets.options());
+  gs = mask[0] ? at::zeros_like(xs) : Tensor();
+  gt = mask[1] ? at::zeros_like(xt) : Tensor();
+  std::vector<std::pair<Block, Block>> pairs;
+  for (int64_t i = 0; i < nb; ++i)
+    for (int64_t j = i; j < nb; ++j) pairs.emplace_back(block(i, N), block(j, N));
+  const double* m = rows.offsets.data_ptr<double>();
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Tiles> tiles;
+    std::vector<Tensor> vs(pairs.size()), vd(pairs.size());
+    for (size_t p = 0; p < pairs.size(); ++p) tiles.emplace_back(xs);
+    for (int64_t b = begin; b < end; ++b) {
+      const double *ms = m + b * 2 * N, *mt = ms + N;
+      double* out = totals.data_ptr<double>() + b * 3 * N;
+      for (size_t p = 0; p < pairs.size(); ++p) {
+        const auto [I, J] = pairs[p];
+        tiles[p].compute(rows, b, I, J, vs[p], vd[p]);
+        const TileSpan span = span_of(I, J, uniform(ms, I, J) && uniform(mt, I, J), inv_tau);
+        sums<W>(isa, vs[p].data_ptr<W>(), vd[p].data_ptr<W>(), span, ms, mt, out, N);
+      }
+      // the terms' first two rows are the offsets ms, mt: the spans above hold for the weights too
+      const Tensor terms = relation_kl_terms(totals.narrow(0, b, 1), rows.offsets.narrow(0, b, 1)).contiguous();
+      for (size_t p = 0; p < pairs.size(); ++p) {
+        const auto [I, J] = pairs[p];
+        const TileSpan span = span_of(I, J, uniform(ms, I, J) && uniform(mt, I, J), inv_tau);
+        weights<W>(isa, vs[p].data_ptr<W>(), vd[p].data_ptr<W>(), span, terms.data_ptr<double>(), N, mask);
+        if (mask[0]) add_tile_grads(gs[b], vs[p], xs[b], I, J);
+        if (mask[1]) add_tile_grads(gt[b], vd[p], xt[b], I, J);
+      }
+    }
+  });
+}
+
+// One sweep where a sample's tiles fit (kOneSweepBlocks) and the samples keep every thread busy (one sample
+// per task; N ≤ kTile is a single tile pair either way).
+bool sums_and_grads_cpu(const RelationRows& rows, double inv_tau, GradMask mask, Tensor& sums, Tensor& gs,
+                        Tensor& gt) {
+  const int64_t B = rows.xs.size(0), N = rows.xs.size(1);
+  if (N > kOneSweepBlocks * kTile || (N > kTile && B < at::get_num_threads())) return false;
+  if (rows.xs.scalar_type() == at::kDouble)
+    sums_and_grads_impl<double>(rows, inv_tau, mask, sums, gs, gt);
+  else
+    sums_and_grads_impl<float>(rows, inv_tau, mask, sums, gs, gt);
+  return true;
+}
+
 Tensor row_sums_cpu(const RelationRows& rows, double inv_tau) {
   return rows.xs.scalar_type() == at::kDouble ? row_sums_impl<double>(rows, inv_tau)
                                               : row_sums_impl<float>(rows, inv_tau);
@@ -214,22 +273,25 @@ std::tuple<Tensor, Tensor> row_grads_cpu(const RelationRows& rows, const Tensor&
                                               : row_grads_impl<float>(rows, terms, inv_tau, mask);
 }
 
-constexpr RelationKLKernels kCpuKernels{&row_sums_cpu, &row_grads_cpu, /*float64_when_channels_differ=*/true,
-                                        &relation_rows_cpu, &relation_rows_backward_cpu};
+constexpr RelationKLKernels kCpuKernels{&row_sums_cpu,        &row_grads_cpu,
+                                        /*float64_when_channels_differ=*/true,
+                                        &relation_rows_cpu,   &relation_rows_backward_cpu,
+                                        &sums_and_grads_cpu};
 // The same with the ATen composites of csrc/common for the per-pixel passes (the ones the CUDA path uses), so
 // the CPU tests cover them too.
-constexpr RelationKLKernels kCpuKernelsAten{&row_sums_cpu, &row_grads_cpu, /*float64_when_channels_differ=*/true};
+constexpr RelationKLKernels kCpuKernelsAten{&row_sums_cpu, &row_grads_cpu, /*float64_when_channels_differ=*/true,
+                                            nullptr,       nullptr,        &sums_and_grads_cpu};
 
 const RelationKLKernels& cpu_kernels() {
   const bool aten = env_choice("relation_kl_loss", "RELKD_RELATION_KL_ROWS", {"fused", "aten"}) == "aten";
   return aten ? kCpuKernelsAten : kCpuKernels;
 }
 
-std::tuple<Tensor, Tensor> forward_cpu(const Tensor& fs, const Tensor& ft, double temperature, double eps,
-                                       bool check_finite) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> forward_cpu(const Tensor& fs, const Tensor& ft, double temperature,
+                                                       double eps, bool check_finite, GradMask grad_mask) {
   check_relation_kl_args(fs, ft, temperature, eps);
   check_cpu_dtype("relation_kl_loss", fs);
-  return relation_kl_forward(cpu_kernels(), fs, ft, temperature, eps, check_finite);
+  return relation_kl_forward(cpu_kernels(), fs, ft, temperature, eps, check_finite, grad_mask);
 }
 
 std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& fs, const Tensor& ft, const Tensor& stats,

@@ -97,12 +97,12 @@ const RelationKLKernels& cuda_kernels() {
   return fused ? kFusedKernels : kCudaKernels;
 }
 
-std::tuple<Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft, double temperature, double eps,
-                                        bool check_finite) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> forward_cuda(const Tensor& fs, const Tensor& ft, double temperature,
+                                                        double eps, bool check_finite, GradMask grad_mask) {
   check_relation_kl_args(fs, ft, temperature, eps);
   check_cuda_dtype("relation_kl_loss", fs);
   const c10::cuda::CUDAGuard guard(fs.device());
-  return relation_kl_forward(cuda_kernels(), fs, ft, temperature, eps, check_finite);
+  return relation_kl_forward(cuda_kernels(), fs, ft, temperature, eps, check_finite, grad_mask);
 }
 
 std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& fs, const Tensor& ft,

@@ -54,6 +54,15 @@ def _poolable(fs: torch.Tensor, ft: torch.Tensor) -> bool:
     )
 
 
+def _grads_to_form(fs: torch.Tensor, ft: torch.Tensor) -> list[bool]:
+    """The inputs whose gradient the op forms in its forward: those that require one (Liger-Kernel's pattern).
+    Forming them there reuses the forward's rows and, where a sample's pairs fit one sweep (the CPU: N ≤ 256),
+    its tiles, which the backward would otherwise recompute. A gradient formed but never used (a loss left
+    out of the backward) is wasted work; under torch.no_grad nothing is formed."""
+    enabled = torch.is_grad_enabled()
+    return [enabled and fs.requires_grad, enabled and ft.requires_grad]
+
+
 def relation_kl_loss(
     fs: torch.Tensor,
     ft: torch.Tensor,
@@ -91,7 +100,8 @@ def relation_kl_loss(
     if use_native(OP, fs, ft):
         if pool > 1 and _poolable(fs, ft):
             fs, ft = _pool(fs, pool), _pool(ft, pool)
-        return torch.ops.relkd.relation_kl_loss(fs, ft, temperature, eps, check_finite)[0]
+        grad_mask = _grads_to_form(fs, ft)
+        return torch.ops.relkd.relation_kl_loss(fs, ft, temperature, eps, check_finite, grad_mask)[0]
     loss = relation_kl_loss_reference(fs, ft, temperature, pool, eps)
     if check_finite:
         raise_if_not_finite(OP, loss, fs=fs, ft=ft)
@@ -100,10 +110,12 @@ def relation_kl_loss(
 
 def _register() -> None:
     @torch.library.register_fake("relkd::relation_kl_loss")
-    def _(fs, ft, temperature, eps, check_finite):
+    def _(fs, ft, temperature, eps, check_finite, grad_mask=(False, False)):
         fake_one_device(OP, fs, ft)
         n = dim_size(fs, 2) * dim_size(fs, 3)
-        return fs.new_empty(()), fs.new_empty((dim_size(fs, 0), 3, n), dtype=torch.float64)
+        gs = fs.new_empty(fs.shape) if grad_mask[0] else fs.new_empty((0,))
+        gt = ft.new_empty(ft.shape) if grad_mask[1] else ft.new_empty((0,))
+        return fs.new_empty(()), fs.new_empty((dim_size(fs, 0), 3, n), dtype=torch.float64), gs, gt
 
     @torch.library.register_fake("relkd::relation_kl_loss_backward")
     def _(grad, fs, ft, stats, temperature, eps, output_mask):
@@ -113,18 +125,27 @@ def _register() -> None:
         return gs, gt
 
     def setup_context(ctx, inputs, output):
-        fs, ft, temperature, eps, _ = inputs
-        ctx.save_for_backward(fs, ft, output[1])
+        fs, ft, temperature, eps, _, *grad_mask = inputs
+        _, stats, gs, gt = output
+        ctx.mark_non_differentiable(stats, gs, gt)
+        ctx.save_for_backward(fs, ft, stats, gs, gt)
+        ctx.formed = tuple(grad_mask[0]) if grad_mask else (False, False)
         ctx.args = (temperature, eps)
 
-    def backward(ctx, grad, _unused):
-        # Only the gradients autograd asks for: a detached teacher (every distillation use) costs no
-        # teacher-side work in the op.
-        mask = list(ctx.needs_input_grad[:2])
-        if not any(mask):
-            return None, None, None, None, None
-        fs, ft, stats = ctx.saved_tensors
-        gs, gt = torch.ops.relkd.relation_kl_loss_backward(grad, fs, ft, stats, *ctx.args, mask)
-        return gs, gt, None, None, None
+    def backward(ctx, grad, *_unused):
+        # Only the gradients autograd asks for: a side the forward formed is scaled by the upstream gradient;
+        # one it did not form comes from the backward op, which does no work for a side not asked for (a
+        # detached teacher, in every distillation use).
+        fs, ft, stats, gs, gt = ctx.saved_tensors
+        needed = ctx.needs_input_grad[:2]
+        missing = [n and not f for n, f in zip(needed, ctx.formed)]
+        late = (None, None)
+        if any(missing):
+            late = torch.ops.relkd.relation_kl_loss_backward(grad, fs, ft, stats, *ctx.args, missing)
+        grads = [
+            (g * grad if formed else g_late) if n else None
+            for n, formed, g, g_late in zip(needed, ctx.formed, (gs, gt), late)
+        ]
+        return grads[0], grads[1], None, None, None, None
 
     torch.library.register_autograd("relkd::relation_kl_loss", backward, setup_context=setup_context)
