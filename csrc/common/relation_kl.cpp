@@ -64,7 +64,8 @@ Tensor unit_rows_backward(const Tensor& f, const Tensor& g_rows, const Tensor& s
 
 Tensor relation_kl_terms(const Tensor& sums, const Tensor& offsets) {
   const Tensor sum_s = sums.select(1, 0), sum_t = sums.select(1, 1), acc = sums.select(1, 2);
-  return at::stack({offsets.select(1, 0), offsets.select(1, 1), sum_s.reciprocal(), sum_t.reciprocal(), acc / sum_t}, 1);
+  return at::stack(
+      {offsets.select(1, 0), offsets.select(1, 1), sum_s.reciprocal(), sum_t.reciprocal(), acc / sum_t}, 1);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> relation_kl_forward(const RelationKLKernels& k, const Tensor& fs,
@@ -77,7 +78,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> relation_kl_forward(const RelationKLK
   Tensor sums, gs, gt;  // sums [B, 3, N]; gs, gt: Σ_j G_ij x̂_j per row, when asked for
   if (!grads || k.sums_and_grads == nullptr || !k.sums_and_grads(rows, inv_tau, grad_mask, sums, gs, gt)) {
     sums = k.row_sums(rows, inv_tau);
-    if (grads) std::tie(gs, gt) = k.row_grads(rows, relation_kl_terms(sums, rows.offsets).contiguous(), inv_tau, grad_mask);
+    if (grads) {
+      const Tensor terms = relation_kl_terms(sums, rows.offsets).contiguous();
+      std::tie(gs, gt) = k.row_grads(rows, terms, inv_tau, grad_mask);
+    }
   }
   const Tensor sum_s = sums.select(1, 0), sum_t = sums.select(1, 1), acc = sums.select(1, 2);
   const Tensor ms = rows.offsets.select(1, 0), mt = rows.offsets.select(1, 1);

@@ -56,9 +56,9 @@ def _poolable(fs: torch.Tensor, ft: torch.Tensor) -> bool:
 
 def _grads_to_form(fs: torch.Tensor, ft: torch.Tensor) -> list[bool]:
     """The inputs whose gradient the op forms in its forward: those that require one (Liger-Kernel's pattern).
-    Forming them there reuses the forward's rows and, where a sample's pairs fit one sweep (the CPU: N ≤ 256),
-    its tiles, which the backward would otherwise recompute. A gradient formed but never used (a loss left
-    out of the backward) is wasted work; under torch.no_grad nothing is formed."""
+    Forming them there reuses the forward's rows and, where a sample's pairs fit one sweep (the CPU:
+    N ≤ 1024), its tiles, which the backward would otherwise recompute. A gradient formed but never used (a
+    loss left out of the backward) is wasted work; under torch.no_grad nothing is formed."""
     enabled = torch.is_grad_enabled()
     return [enabled and fs.requires_grad, enabled and ft.requires_grad]
 
