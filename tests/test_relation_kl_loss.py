@@ -175,6 +175,20 @@ def test_gradients_formed_in_one_sweep_form_each_tile_once():
     assert _forward_tile_gemms(33, 33, [True, False]) == 2 * _forward_tile_gemms(33, 33, [False, False])
 
 
+def test_create_graph_takes_the_backward_op():
+    """Under create_graph the forward's gradients (constants) are not used: the backward op serves, so torch
+    warns that it has no autograd formula and refuses a second differentiation, instead of a second-order
+    result silently missing the loss's terms."""
+    fs, ft = features(2, 3, 3, 4, 4)
+    fs.requires_grad_()
+    (g,) = torch.autograd.grad(relation_kl_loss(fs, ft, 0.5), fs, create_graph=True)
+    (plain,) = torch.autograd.grad(relation_kl_loss(fs, ft, 0.5), fs)
+    assert rel_err(g.detach(), plain) < 1e-12
+    with pytest.warns(UserWarning, match="relation_kl_loss_backward: an autograd kernel was not registered"):
+        with pytest.raises(RuntimeError, match="not have been used in the graph"):
+            torch.autograd.grad(g.sum(), fs)
+
+
 def test_the_wrapper_forms_the_gradients_autograd_will_need():
     from relkd_bench.ops.relation_kl import _grads_to_form
 

@@ -136,16 +136,18 @@ def _register() -> None:
         # Only the gradients autograd asks for: a side the forward formed is scaled by the upstream gradient;
         # one it did not form comes from the backward op, which does no work for a side not asked for (a
         # detached teacher, in every distillation use).
+        # Under create_graph the backward op serves every side, as for the other ops: the saved gradients are
+        # constants, and scaling them would silently drop the second-order terms, where the backward op (which
+        # has no autograd formula) makes torch warn and refuse to differentiate through it.
         fs, ft, stats, gs, gt = ctx.saved_tensors
+        formed = (False, False) if torch.is_grad_enabled() else ctx.formed
         needed = ctx.needs_input_grad[:2]
-        missing = [n and not f for n, f in zip(needed, ctx.formed)]
+        missing = [n and not f for n, f in zip(needed, formed)]
         late = (None, None)
         if any(missing):
             late = torch.ops.relkd.relation_kl_loss_backward(grad, fs, ft, stats, *ctx.args, missing)
-        grads = [
-            (g * grad if formed else g_late) if n else None
-            for n, formed, g, g_late in zip(needed, ctx.formed, (gs, gt), late)
-        ]
+        sides = zip(needed, formed, (gs, gt), late)
+        grads = [(g * grad if f else g_late) if n else None for n, f, g, g_late in sides]
         return grads[0], grads[1], None, None, None, None
 
     torch.library.register_autograd("relkd::relation_kl_loss", backward, setup_context=setup_context)
