@@ -23,8 +23,7 @@ PyObject* PyInit__C(void) {
   PyModule_AddIntConstant(module, "with_openmp", 0);
 #endif
   // The widest build of the CPU kernels this CPU runs (csrc/cpu/isa.h), what RELKD_CPU_ISA=auto picks.
-  PyModule_AddStringConstant(module, "cpu_kernels",
-                             relkd::cpu_has_avx512() ? "avx512" : relkd::cpu_has_avx2_fma() ? "avx2" : "baseline");
+  PyModule_AddStringConstant(module, "cpu_kernels", relkd::cpu_isa_name(relkd::widest_cpu_isa()));
   return module;
 }
 }
@@ -50,8 +49,8 @@ TORCH_LIBRARY(relkd, m) {
       "cwd_loss_backward(Tensor grad, Tensor ys, Tensor yt, Tensor stats, float temperature, bool[2] output_mask) "
       "-> (Tensor, Tensor)");
   // grad_mask: the gradients (w.r.t. fs, ft, per unit upstream gradient) this call forms along with the loss,
-  // returned third and fourth; a side not asked for comes back as an empty [0] tensor. The backward op then
-  // serves only a side the forward did not form.
+  // returned third and fourth; a side not asked for comes back as an empty [0] tensor. The backward op serves
+  // a side the forward did not form (relkd_bench/ops/relation_kl.py).
   m.def(
       "relation_kl_loss(Tensor fs, Tensor ft, float temperature, float eps, bool check_finite, "
       "bool[2] grad_mask=[False, False]) -> (Tensor, Tensor, Tensor, Tensor)");

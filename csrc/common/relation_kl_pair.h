@@ -9,7 +9,7 @@
 // branch-free exp_nonpositive (the tile loops vectorize), CUDA the device exp.
 //
 // `static`: every translation unit keeps its own copy, compiled for that unit's instruction set (the AVX2
-// build of the CPU kernels, relation_kl_avx2.cpp), so the linker can never hand a wider-ISA copy to a
+// build of the CPU kernels, kernels_avx2.cpp), so the linker can never hand a wider-ISA copy to a
 // baseline caller (as in csrc/cpu/fast_math.h).
 #pragma once
 

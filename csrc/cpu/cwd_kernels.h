@@ -1,5 +1,5 @@
 // Chunk kernels of cwd_loss on the CPU, compiled once per instruction set: cwd.cpp includes this file for
-// the baseline ISA, cwd_avx2.cpp for AVX2+FMA and cwd_avx512.cpp for AVX-512, each inside its own namespace
+// the baseline ISA and kernels_avx2.cpp / kernels_avx512.cpp for the wider builds, each inside its own namespace
 // (RELKD_ISA); cwd.cpp picks one per call (isa.h) and declares the entry points of cwd_entry.h. Plain C++
 // on raw pointers only (fast_math.h's helpers are `static`, so each ISA gets its own copy).
 //

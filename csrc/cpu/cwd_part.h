@@ -1,5 +1,5 @@
 // The partial statistics of a chunk of one cwd_loss row (csrc/cpu/cwd_kernels.h). A plain struct only: no
-// inline functions, so nothing here is compiled with the AVX2 target of cwd_avx2.cpp.
+// inline functions, so nothing here is compiled with the wider targets of kernels_avx2.cpp and kernels_avx512.cpp.
 #pragma once
 
 namespace relkd {

@@ -1,6 +1,6 @@
 // Branch-free float64 exp and log for the CPU pixel/tile loops: with -fno-trapping-math GCC vectorizes
 // loops that call them (the libm versions stay scalar). `static` on purpose: every translation unit gets
-// its own copy, compiled for that unit's instruction set (kd_logits_avx2.cpp builds them for AVX2+FMA),
+// its own copy, compiled for that unit's instruction set (kernels_avx2.cpp builds them for AVX2+FMA),
 // so no wider-ISA copy can be picked by the linker for a baseline caller.
 #pragma once
 

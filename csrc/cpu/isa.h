@@ -33,14 +33,23 @@ inline bool cpu_has_avx512() {
 #endif
 }
 
+// The widest build this CPU runs: what RELKD_CPU_ISA=auto picks.
+inline CpuIsa widest_cpu_isa() {
+  return cpu_has_avx512() ? CpuIsa::avx512 : cpu_has_avx2_fma() ? CpuIsa::avx2 : CpuIsa::baseline;
+}
+
+// The name RELKD_CPU_ISA gives a build.
+inline const char* cpu_isa_name(CpuIsa isa) {
+  return isa == CpuIsa::avx512 ? "avx512" : isa == CpuIsa::avx2 ? "avx2" : "baseline";
+}
+
 // The build `op` runs: the widest this CPU has, or the one RELKD_CPU_ISA names (auto, avx512, avx2,
 // baseline); naming one the CPU lacks is a ValueError, never a silent fallback.
 inline CpuIsa cpu_isa(const char* op) {
   const std::string choice = env_choice(op, "RELKD_CPU_ISA", {"auto", "avx512", "avx2", "baseline"});
   if (choice == "baseline") return CpuIsa::baseline;
-  const bool avx512 = cpu_has_avx512(), avx2 = cpu_has_avx2_fma();
-  if (choice == "auto") return avx512 ? CpuIsa::avx512 : avx2 ? CpuIsa::avx2 : CpuIsa::baseline;
-  const bool has = choice == "avx512" ? avx512 : avx2;
+  if (choice == "auto") return widest_cpu_isa();
+  const bool has = choice == "avx512" ? cpu_has_avx512() : cpu_has_avx2_fma();
   TORCH_CHECK_VALUE(has, op, ": RELKD_CPU_ISA=", choice, " but this CPU lacks ",
                     choice == "avx512" ? "AVX-512 (F, DQ, VL, BW)" : "AVX2+FMA");
   return choice == "avx512" ? CpuIsa::avx512 : CpuIsa::avx2;

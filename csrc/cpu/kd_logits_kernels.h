@@ -1,6 +1,6 @@
 // Pixel-block kernels of kd_logits_loss on the CPU, compiled once per instruction set: kd_logits.cpp
-// includes this file for the baseline ISA, kd_logits_avx2.cpp for AVX2+FMA and kd_logits_avx512.cpp for
-// AVX-512, each inside its own namespace (RELKD_ISA); kd_logits.cpp picks one per call (isa.h) and declares
+// includes this file for the baseline ISA and kernels_avx2.cpp / kernels_avx512.cpp for the wider
+// builds, each inside its own namespace (RELKD_ISA); kd_logits.cpp picks one per call (isa.h) and declares
 // the entry points of kd_logits_entry.h. Plain C++ on raw pointers only, so no inline function from another
 // header is instantiated with the wider ISA.
 //

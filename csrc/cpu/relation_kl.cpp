@@ -88,8 +88,18 @@ struct Tiles {
   }
 };
 
+// The block pairs I <= J of one sample: the tiles a sweep forms (s_ij = s_ji, so none below the diagonal).
+std::vector<std::pair<Block, Block>> block_pairs(int64_t N) {
+  const int64_t nb = (N + kTile - 1) / kTile;
+  std::vector<std::pair<Block, Block>> pairs;
+  for (int64_t i = 0; i < nb; ++i)
+    for (int64_t j = i; j < nb; ++j) pairs.emplace_back(block(i, N), block(j, N));
+  return pairs;
+}
+
 struct TilePair {
-  int64_t b, i, j;
+  int64_t b;
+  Block I, J;
 };
 
 // All block pairs I <= J of every sample, dealt to `parts` partitions: largest tile first, each to the
@@ -97,13 +107,12 @@ struct TilePair {
 // every partition sums its tiles in a fixed order, and the partitions' pair counts stay close also when the
 // last block is partial (tiles of unequal size).
 std::vector<std::vector<TilePair>> deal_tile_pairs(int64_t B, int64_t N, int64_t parts) {
-  const int64_t nb = (N + kTile - 1) / kTile;
+  const std::vector<std::pair<Block, Block>> pairs = block_pairs(N);
   std::vector<TilePair> all;
-  all.reserve(B * nb * (nb + 1) / 2);
+  all.reserve(B * pairs.size());
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < nb; ++i)
-      for (int64_t j = i; j < nb; ++j) all.push_back({b, i, j});
-  const auto pairs_in = [N](const TilePair& t) { return block(t.i, N).len * block(t.j, N).len; };
+    for (const auto& [I, J] : pairs) all.push_back({b, I, J});
+  const auto pairs_in = [](const TilePair& t) { return t.I.len * t.J.len; };
   std::stable_sort(all.begin(), all.end(),
                    [&](const TilePair& x, const TilePair& y) { return pairs_in(x) > pairs_in(y); });
   std::vector<std::vector<TilePair>> dealt(parts);
@@ -127,7 +136,7 @@ void for_tile_pairs(int64_t B, int64_t N, int64_t parts, const Tensor& like, Fn 
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     Tiles tiles(like);
     for (int64_t part = begin; part < end; ++part)
-      for (const TilePair& t : dealt[part]) fn(tiles, part, t.b, t.i, t.j);
+      for (const TilePair& t : dealt[part]) fn(tiles, part, t.b, t.I, t.J);
   });
 }
 
@@ -145,8 +154,9 @@ Tensor reduce_parts(const Tensor& ws) {
   return total;
 }
 
-TileSpan span_of(Block I, Block J, bool uniform, double inv_tau) {
-  return {I.lo, I.len, J.lo, J.len, I.lo == J.lo, uniform, inv_tau};
+// The tile (I, J) for the kernels, with the rows' offsets m_s, m_t.
+TileSpan span_of(Block I, Block J, const double* ms, const double* mt, double inv_tau) {
+  return {I.lo, I.len, J.lo, J.len, I.lo == J.lo, uniform(ms, I, J) && uniform(mt, I, J), inv_tau};
 }
 
 template <typename W>
@@ -157,13 +167,12 @@ Tensor row_sums_impl(const RelationRows& rows, double inv_tau) {
   Tensor ws = at::zeros({parts, B, 3, N}, rows.offsets.options());
   double* out = ws.data_ptr<double>();
   const double* m = rows.offsets.data_ptr<double>();
-  for_tile_pairs(B, N, parts, rows.xs, [&](Tiles& tiles, int64_t part, int64_t b, int64_t bi, int64_t bj) {
+  for_tile_pairs(B, N, parts, rows.xs, [&](Tiles& tiles, int64_t part, int64_t b, Block I, Block J) {
     Tensor vs, vd;
-    const Block I = block(bi, N), J = block(bj, N);
     tiles.compute(rows, b, I, J, vs, vd);
     const double *ms = m + b * 2 * N, *mt = ms + N;
-    const TileSpan span = span_of(I, J, uniform(ms, I, J) && uniform(mt, I, J), inv_tau);
-    sums<W>(isa, vs.data_ptr<W>(), vd.data_ptr<W>(), span, ms, mt, out + (part * B + b) * 3 * N, N);
+    sums<W>(isa, vs.data_ptr<W>(), vd.data_ptr<W>(), span_of(I, J, ms, mt, inv_tau), ms, mt,
+            out + (part * B + b) * 3 * N, N);
   });
   return reduce_parts(ws);
 }
@@ -190,13 +199,11 @@ std::tuple<Tensor, Tensor> row_grads_impl(const RelationRows& rows, const Tensor
   const int64_t parts = partitions(B, N, B * N * channels * static_cast<int64_t>(sizeof(W)));
   Tensor ws_s = side_workspace(mask[0], parts, xs), ws_t = side_workspace(mask[1], parts, xt);
   const double* m = terms.data_ptr<double>();
-  for_tile_pairs(B, N, parts, xs, [&](Tiles& tiles, int64_t part, int64_t b, int64_t bi, int64_t bj) {
+  for_tile_pairs(B, N, parts, xs, [&](Tiles& tiles, int64_t part, int64_t b, Block I, Block J) {
     Tensor vs, vd;
-    const Block I = block(bi, N), J = block(bj, N);
     tiles.compute(rows, b, I, J, vs, vd);
-    const double* tb = m + b * 5 * N;
-    weights<W>(isa, vs.data_ptr<W>(), vd.data_ptr<W>(), span_of(I, J, uniform(tb, I, J) && uniform(tb + N, I, J), inv_tau),
-               tb, N, mask);
+    const double* tb = m + b * 5 * N;  // the terms' first two rows are the offsets m_s, m_t
+    weights<W>(isa, vs.data_ptr<W>(), vd.data_ptr<W>(), span_of(I, J, tb, tb + N, inv_tau), tb, N, mask);
     if (mask[0]) add_tile_grads(ws_s[part][b], vs, xs[b], I, J);
     if (mask[1]) add_tile_grads(ws_t[part][b], vd, xt[b], I, J);
   });
@@ -214,18 +221,17 @@ template <typename W>
 void sums_and_grads_impl(const RelationRows& rows, double inv_tau, GradMask mask, Tensor& totals, Tensor& gs,
                          Tensor& gt) {
   const Tensor &xs = rows.xs, &xt = rows.xt;
-  const int64_t B = xs.size(0), N = xs.size(1), nb = (N + kTile - 1) / kTile;
+  const int64_t B = xs.size(0), N = xs.size(1);
   const CpuIsa isa = cpu_isa("relation_kl_loss");
   totals = at::zeros({B, 3, N}, rows.offsets.options());
   gs = mask[0] ? at::zeros_like(xs) : Tensor();
   gt = mask[1] ? at::zeros_like(xt) : Tensor();
-  std::vector<std::pair<Block, Block>> pairs;
-  for (int64_t i = 0; i < nb; ++i)
-    for (int64_t j = i; j < nb; ++j) pairs.emplace_back(block(i, N), block(j, N));
+  const std::vector<std::pair<Block, Block>> pairs = block_pairs(N);
   const double* m = rows.offsets.data_ptr<double>();
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     std::vector<Tiles> tiles;
     std::vector<Tensor> vs(pairs.size()), vd(pairs.size());
+    std::vector<TileSpan> spans(pairs.size());
     for (size_t p = 0; p < pairs.size(); ++p) tiles.emplace_back(xs);
     for (int64_t b = begin; b < end; ++b) {
       const double *ms = m + b * 2 * N, *mt = ms + N;
@@ -233,15 +239,14 @@ void sums_and_grads_impl(const RelationRows& rows, double inv_tau, GradMask mask
       for (size_t p = 0; p < pairs.size(); ++p) {
         const auto [I, J] = pairs[p];
         tiles[p].compute(rows, b, I, J, vs[p], vd[p]);
-        const TileSpan span = span_of(I, J, uniform(ms, I, J) && uniform(mt, I, J), inv_tau);
-        sums<W>(isa, vs[p].data_ptr<W>(), vd[p].data_ptr<W>(), span, ms, mt, out, N);
+        spans[p] = span_of(I, J, ms, mt, inv_tau);
+        sums<W>(isa, vs[p].data_ptr<W>(), vd[p].data_ptr<W>(), spans[p], ms, mt, out, N);
       }
       // the terms' first two rows are the offsets ms, mt: the spans above hold for the weights too
       const Tensor terms = relation_kl_terms(totals.narrow(0, b, 1), rows.offsets.narrow(0, b, 1)).contiguous();
       for (size_t p = 0; p < pairs.size(); ++p) {
         const auto [I, J] = pairs[p];
-        const TileSpan span = span_of(I, J, uniform(ms, I, J) && uniform(mt, I, J), inv_tau);
-        weights<W>(isa, vs[p].data_ptr<W>(), vd[p].data_ptr<W>(), span, terms.data_ptr<double>(), N, mask);
+        weights<W>(isa, vs[p].data_ptr<W>(), vd[p].data_ptr<W>(), spans[p], terms.data_ptr<double>(), N, mask);
         if (mask[0]) add_tile_grads(gs[b], vs[p], xs[b], I, J);
         if (mask[1]) add_tile_grads(gt[b], vd[p], xt[b], I, J);
       }

@@ -1,5 +1,5 @@
 // Tile kernels of relation_kl_loss on the CPU, compiled once per instruction set: relation_kl.cpp includes
-// this file for the baseline ISA, relation_kl_avx2.cpp for AVX2+FMA and relation_kl_avx512.cpp for AVX-512,
+// this file for the baseline ISA and kernels_avx2.cpp / kernels_avx512.cpp for the wider builds,
 // each inside its own namespace (RELKD_ISA); relation_kl.cpp picks one per call (isa.h) and declares the
 // entry points of relation_kl_entry.h. Plain C++ on raw pointers; the helpers it calls
 // (fast_math.h, the per-pair math of relation_kl_pair.h) are `static`, so no wider-ISA copy of an inline

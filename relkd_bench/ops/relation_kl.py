@@ -125,11 +125,11 @@ def _register() -> None:
         return gs, gt
 
     def setup_context(ctx, inputs, output):
-        fs, ft, temperature, eps, _, *grad_mask = inputs
+        fs, ft, temperature, eps, _, grad_mask = inputs  # torch passes the schema's defaults too
         _, stats, gs, gt = output
         ctx.mark_non_differentiable(stats, gs, gt)
         ctx.save_for_backward(fs, ft, stats, gs, gt)
-        ctx.formed = tuple(grad_mask[0]) if grad_mask else (False, False)
+        ctx.formed = tuple(grad_mask)
         ctx.args = (temperature, eps)
 
     def backward(ctx, grad, *_unused):
